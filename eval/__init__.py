@@ -1,0 +1,1 @@
+"""Evaluation: FID / KID (Inception-v3) and CLIP score in MindSpore."""

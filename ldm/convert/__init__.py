@@ -1,0 +1,1 @@
+"""Torch-free checkpoint readers/writers and parameter-name maps."""

@@ -1,0 +1,1 @@
+"""Image-caption datasets, transforms and the latent cache."""

@@ -1,0 +1,1 @@
+"""Noise schedules, prediction-type algebra and samplers."""

@@ -1,0 +1,1 @@
+"""Networks: UNet, VAE, text encoders + tokenizer, and the LatentDiffusion wrapper."""

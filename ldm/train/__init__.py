@@ -1,0 +1,1 @@
+"""Training: train step, EMA, LR schedules, LoRA, checkpoint save/resume."""

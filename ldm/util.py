@@ -1,0 +1,37 @@
+"""Config helpers: load a YAML and build objects from ``{target, params}`` dicts (as LDM does)."""
+import importlib
+import os
+
+import yaml
+
+from ldm.errors import UserError
+
+
+def load_config(path):
+    """Read a YAML config file into nested dicts; a missing or malformed file is a UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"config file not found: {path}")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+    if not isinstance(cfg, dict):
+        raise UserError(f"config file {path} does not hold a mapping")
+    return cfg
+
+
+def get_obj_from_str(name):
+    """Import ``package.module.Attr`` and return ``Attr``."""
+    module, _, attr = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"config target {name!r} cannot be imported: {exc}") from exc
+
+
+def instantiate_from_config(config, **extra):
+    """Build ``target(**params, **extra)`` from a ``{target, params}`` mapping."""
+    if not isinstance(config, dict) or "target" not in config:
+        raise UserError(f"expected a mapping with a 'target' key, got {config!r}"[:200])
+    return get_obj_from_str(config["target"])(**config.get("params", {}) or {}, **extra)
