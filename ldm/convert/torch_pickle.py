@@ -199,13 +199,10 @@ def _load_zip(path):
 
 def _load_legacy(path):
     with open(path, "rb") as f:
-        plain = pickle.Unpickler(f)
-        plain.find_class = _refuse_any_global
-        magic = plain.load()
-        if magic != LEGACY_MAGIC:
+        if _read_header_record(f) != LEGACY_MAGIC:
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (bad magic number)")
-        plain.load()  # protocol version
-        plain.load()  # sys info
+        _read_header_record(f)  # protocol version
+        _read_header_record(f)  # sys info
         storages = {}
 
         def load_storage(pid):
@@ -215,7 +212,7 @@ def _load_legacy(path):
             return _LazyStorage(key)
 
         obj = RestrictedUnpickler(f, load_storage).load()
-        keys = plain.load()
+        keys = _read_header_record(f)
         arrays = {}
         for key in keys:
             name, _ = storages[key]
@@ -231,8 +228,17 @@ def _load_legacy(path):
     return _resolve_lazy(obj, arrays)
 
 
-def _refuse_any_global(module, name):
-    raise CheckpointError(f"unexpected global {module}.{name} in checkpoint header")
+class _HeaderUnpickler(pickle.Unpickler):
+    """Reads the plain header records (magic, version, sys info, key list): no globals at all."""
+
+    def find_class(self, module, name):
+        raise CheckpointError(f"unexpected global {module}.{name} in checkpoint header")
+
+
+def _read_header_record(f):
+    # a fresh unpickler per record: an unpickler may read ahead, so one must not be reused after
+    # another has consumed the stream (torch does the same)
+    return _HeaderUnpickler(f).load()
 
 
 class _LazyStorage:
