@@ -1,0 +1,235 @@
+"""Training recipe: one table of options that drives the YAML reader, the CLI flags and ``-h``.
+
+Every key of a train YAML is also a ``--flag``; values given on the command line win over the YAML,
+and a YAML key that is not in :data:`OPTIONS` is an error naming it. The keys of MindONE's
+``train_config_*.yaml`` recipes are accepted with their meaning (see ``help`` of each).
+"""
+import argparse
+import os
+
+import yaml
+
+from ldm.errors import UserError
+
+
+def str2bool(value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "y", "on"):
+        return True
+    if text in ("false", "0", "no", "n", "off", "none", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def str_list(value):
+    """A list given in YAML, or a comma-separated string on the command line."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def prompt_list(value):
+    """Validation prompts: a YAML list, or '|'-separated on the command line (prompts hold commas)."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value).split("|") if v.strip()]
+
+
+def float_list(value):
+    return [float(v) for v in str_list(value)]
+
+
+def str_or_false(value):
+    """``resume``: False/True, or a path to a train_resume.ckpt."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in ("true", "false", "none", ""):
+        return text.lower() == "true"
+    return text
+
+
+# name -> (type, default, help). Grouped as in MindONE's recipes.
+OPTIONS = {
+    # --- model and data
+    "model_config": (str, "", "model YAML (configs/*.yaml): UNet/VAE/text-encoder shapes and prediction_type"),
+    "pretrained_model_path": (str, "", "weights to start from (MindSpore .ckpt, torch .ckpt, .safetensors); "
+                                       "empty = random init (only sensible for tiny test models)"),
+    "data_path": (str_list, [], "image folder(s) holding img_txt.csv (columns dir,text); several folders: "
+                                "a YAML list or comma-separated"),
+    "output_path": (str, "output", "where ckpt/, logs, metrics.csv, loss_curve.png and validation/ go"),
+    "image_size": (int, 512, "training resolution (square): resize shortest side, then crop"),
+    "random_crop": (str2bool, False, "random crop instead of center crop"),
+    "random_flip": (str2bool, False, "random horizontal flip"),
+    "min_image_size": (int, 0, "skip images whose shorter side is below this (0 = image_size // 2)"),
+    "drop_text_prob": (float, 0.1, "probability of replacing a caption by the empty prompt (for CFG)"),
+    "cache_latents": (str2bool, False, "encode every image/caption once with the frozen VAE/text encoder and "
+                                       "train on the cache (no crop/flip randomness after the first pass)"),
+    # --- objective
+    "prediction_type": (str, "", "v | eps; empty = the model config's prediction_type"),
+    "snr_gamma": (float, 0.0, "min-SNR-gamma loss weighting (0 = off; 5.0 is the paper's choice)"),
+    "noise_offset": (float, 0.0, "add noise_offset * N(0,1) per (sample, channel) to the noise"),
+    "rescale_zero_snr": (str2bool, False, "rescale betas to zero terminal SNR (use with v-prediction)"),
+    # --- optimisation
+    "train_batch_size": (int, 1, "images per step per device"),
+    "epochs": (int, 10, "passes over the data"),
+    "max_steps": (int, 0, "stop after this many optimiser steps (0 = run all epochs)"),
+    "start_learning_rate": (float, 1e-5, "learning rate after warm-up"),
+    "end_learning_rate": (float, 0.0, "learning rate at the end of decay"),
+    "warmup_steps": (int, 0, "linear warm-up steps from 0"),
+    "decay_steps": (int, 0, "decay length in steps after warm-up (0 = to the end of training)"),
+    "scheduler": (str, "constant", "constant | cosine_decay | polynomial_decay"),
+    "optim": (str, "adamw", "adamw | adam | momentum | sgd"),
+    "betas": (float_list, [0.9, 0.999], "Adam betas (beta1, beta2); momentum uses beta1"),
+    "adam_eps": (float, 1e-8, "Adam epsilon"),
+    "weight_decay": (float, 1e-2, "decoupled weight decay (adamw) or L2 (others)"),
+    "gradient_accumulation_steps": (int, 1, "micro-batches per optimiser step"),
+    "clip_grad": (str2bool, False, "clip gradients by global norm"),
+    "max_grad_norm": (float, 1.0, "global norm for clip_grad"),
+    "use_ema": (str2bool, False, "keep an exponential moving average of the trained weights"),
+    "ema_decay": (float, 0.9999, "EMA decay"),
+    "train_text_encoder": (str2bool, False, "also train the text encoder (full fine-tune)"),
+    "recompute": (str2bool, False, "recompute UNet block activations in backward (less memory)"),
+    # --- precision and loss scaling (Ascend/GPU; CPU always trains in fp32)
+    "amp_level": (str, "O0", "O0 (fp32) | O1 | O2 | O3 mixed precision on Ascend/GPU; CPU uses O0"),
+    "amp_dtype": (str, "fp16", "fp16 | bf16 compute type for amp_level != O0"),
+    "init_loss_scale": (float, 65536.0, "initial dynamic loss scale (amp only)"),
+    "loss_scale_factor": (float, 2.0, "dynamic loss scale up/down factor"),
+    "scale_window": (int, 1000, "overflow-free steps before the loss scale grows"),
+    "drop_overflow_update": (str2bool, True, "skip the optimiser step when gradients overflow"),
+    # --- LoRA
+    "use_lora": (str2bool, False, "train LoRA adapters only (base weights frozen); saves LoRA weights only"),
+    "lora_rank": (int, 4, "LoRA rank"),
+    "lora_alpha": (float, 0.0, "LoRA alpha (scale = alpha / rank; 0 = rank, i.e. scale 1)"),
+    "lora_ft_unet": (str2bool, True, "LoRA on UNet attention to_q/to_k/to_v/to_out"),
+    "lora_ft_text_encoder": (str2bool, False, "LoRA on text-encoder attention projections"),
+    # --- checkpoints, resume, logs
+    "ckpt_save_interval": (int, 1, "save every N epochs (or N steps with step_mode)"),
+    "step_mode": (str2bool, False, "ckpt_save_interval counts steps, files are sd-{step}.ckpt"),
+    "ckpt_max_keep": (int, 10, "keep only the last N sd-*.ckpt files (0 = all)"),
+    "resume": (str_or_false, False, "True: continue from output_path/ckpt/train_resume.ckpt; or a path"),
+    "log_interval": (int, 1, "write metrics every N steps"),
+    "validation_prompts": (prompt_list, [], "prompts sampled every validation_steps into output_path/validation"),
+    "validation_steps": (int, 0, "sample validation_prompts every N steps (0 = off)"),
+    "validation_sampler": (str, "ddim", "sampler name for validation images"),
+    "validation_sampling_steps": (int, 20, "sampler steps for validation images"),
+    "validation_guidance_scale": (float, 7.5, "classifier-free guidance scale for validation images"),
+    # --- runtime
+    "seed": (int, 42, "seed for data order, noise, timesteps, crops, caption dropout"),
+    "device_target": (str, "", "CPU | GPU | Ascend (empty = MindSpore's default)"),
+    "jit": (str2bool, True, "compile the train step with ms.jit (graph mode)"),
+    "use_parallel": (str2bool, False, "data-parallel over all ranks (launch with msrun or mpirun)"),
+    "dataset_sink_mode": (str2bool, False, "accepted for MindONE recipes; this trainer feeds steps from host"),
+    "show_progress": (str2bool, True, "tqdm progress bar"),
+}
+
+CHOICES = {
+    "prediction_type": ("", "v", "eps"),
+    "scheduler": ("constant", "cosine_decay", "polynomial_decay"),
+    "optim": ("adamw", "adam", "momentum", "sgd"),
+    "amp_level": ("O0", "O1", "O2", "O3"),
+    "amp_dtype": ("fp16", "bf16"),
+    "device_target": ("", "CPU", "GPU", "Ascend"),
+}
+# MindONE spellings accepted as values
+VALUE_ALIASES = {"prediction_type": {"velocity": "v", "epsilon": "eps", "v_prediction": "v"}}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Fine-tune Stable Diffusion (eps or v objective, LoRA, EMA, resume, data-parallel). "
+                    "Every key of --train_config is also a flag; flags win over the YAML.",
+        argument_default=argparse.SUPPRESS)
+    parser.add_argument("--train_config", "-c", help="training recipe YAML (configs/train/*.yaml)")
+    for name, (_, default, text) in OPTIONS.items():
+        parser.add_argument(f"--{name}", metavar="V", help=f"{text} (default: {default!r})")
+    return parser
+
+
+def _convert(name, value, source):
+    conv = OPTIONS[name][0]
+    try:
+        value = conv(value)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{source}: bad value for {name}: {value!r} ({exc})") from exc
+    if name in VALUE_ALIASES and value in VALUE_ALIASES[name]:
+        value = VALUE_ALIASES[name][value]
+    if name in CHOICES and value not in CHOICES[name]:
+        allowed = " | ".join(c for c in CHOICES[name] if c)
+        raise UserError(f"{source}: {name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def read_recipe(path):
+    """Read a train YAML into a flat dict; unknown keys are an error naming them."""
+    if not os.path.isfile(path):
+        raise UserError(f"train config not found: {path}")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"train config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(raw, dict):
+        raise UserError(f"train config {path} does not hold a mapping")
+    unknown = sorted(k for k in raw if k not in OPTIONS)
+    if unknown:
+        raise UserError(f"train config {path}: unknown key(s) {', '.join(unknown)} "
+                        f"(see train_text_to_image.py -h for the accepted keys)")
+    return {k: _convert(k, v, path) for k, v in raw.items()}
+
+
+def parse_config(argv=None):
+    """Defaults <- YAML (--train_config) <- CLI flags; validated. Returns an argparse.Namespace."""
+    args = build_parser().parse_args(argv)
+    cli = vars(args)
+    values = {name: spec[1] for name, spec in OPTIONS.items()}
+    recipe_path = cli.pop("train_config", None)
+    if recipe_path:
+        values.update(read_recipe(recipe_path))
+    for name, value in cli.items():
+        values[name] = _convert(name, value, "command line")
+    values["train_config"] = recipe_path or ""
+    cfg = argparse.Namespace(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg):
+    """Checks that need several keys, or the file system; each failure is one clear line."""
+    if not cfg.model_config:
+        raise UserError("model_config is required (e.g. --model_config configs/tiny-v2-vpred.yaml)")
+    if not os.path.isfile(cfg.model_config):
+        raise UserError(f"model_config not found: {cfg.model_config}")
+    if not cfg.data_path:
+        raise UserError("data_path is required (a folder with images and img_txt.csv)")
+    for path in cfg.data_path:
+        if not os.path.isdir(path):
+            raise UserError(f"data_path not found: {path}")
+    if cfg.pretrained_model_path and not os.path.isfile(cfg.pretrained_model_path):
+        raise UserError(f"pretrained_model_path not found: {cfg.pretrained_model_path}")
+    positive = ("image_size", "train_batch_size", "gradient_accumulation_steps", "lora_rank", "log_interval")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.epochs < 1 and cfg.max_steps < 1:
+        raise UserError("set epochs >= 1 or max_steps >= 1")
+    if not 0.0 <= cfg.drop_text_prob <= 1.0:
+        raise UserError(f"drop_text_prob must be in [0, 1], got {cfg.drop_text_prob}")
+    if len(cfg.betas) != 2:
+        raise UserError(f"betas needs two values, got {cfg.betas}")
+    if cfg.snr_gamma < 0:
+        raise UserError(f"snr_gamma must be >= 0, got {cfg.snr_gamma}")
+    if cfg.ckpt_save_interval < 1:
+        raise UserError(f"ckpt_save_interval must be >= 1, got {cfg.ckpt_save_interval}")
+    if cfg.use_lora and not (cfg.lora_ft_unet or cfg.lora_ft_text_encoder):
+        raise UserError("use_lora needs lora_ft_unet and/or lora_ft_text_encoder")
+    if isinstance(cfg.resume, str) and not os.path.isfile(cfg.resume):
+        raise UserError(f"resume checkpoint not found: {cfg.resume}")
+    if cfg.validation_steps and not cfg.validation_prompts:
+        raise UserError("validation_steps is set but validation_prompts is empty")

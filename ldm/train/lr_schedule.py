@@ -1,0 +1,35 @@
+"""Learning-rate schedules as plain per-step arrays (float32), so resume just indexes by step.
+
+Linear warm-up from 0 to ``start_lr`` over ``warmup_steps``, then constant, cosine or polynomial
+(power 1) decay from ``start_lr`` to ``end_lr`` over ``decay_steps`` and ``end_lr`` after that
+(MindONE's scheduler names).
+"""
+import math
+
+import numpy as np
+
+from ldm.errors import UserError
+
+SCHEDULERS = ("constant", "cosine_decay", "polynomial_decay")
+
+
+def build_lr_schedule(name, start_lr, end_lr, total_steps, warmup_steps=0, decay_steps=0, power=1.0):
+    """Return ``np.ndarray`` (total_steps,) float32: the learning rate used at each optimiser step."""
+    if name not in SCHEDULERS:
+        raise UserError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    total_steps = max(int(total_steps), 1)
+    warmup_steps = max(int(warmup_steps), 0)
+    decay_steps = int(decay_steps) if decay_steps and decay_steps > 0 else max(total_steps - warmup_steps, 1)
+    lrs = np.empty(total_steps, dtype=np.float64)
+    for step in range(total_steps):
+        if step < warmup_steps:
+            lrs[step] = start_lr * (step + 1) / warmup_steps
+            continue
+        progress = min((step - warmup_steps) / decay_steps, 1.0)
+        if name == "constant":
+            lrs[step] = start_lr
+        elif name == "cosine_decay":
+            lrs[step] = end_lr + 0.5 * (start_lr - end_lr) * (1.0 + math.cos(math.pi * progress))
+        else:
+            lrs[step] = end_lr + (start_lr - end_lr) * (1.0 - progress) ** power
+    return lrs.astype(np.float32)

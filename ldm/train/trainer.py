@@ -1,0 +1,154 @@
+"""The training step: diffusion objective (target + min-SNR weighting side by side) and the compiled
+forward/backward/update around it.
+
+Per-sample quantities that depend only on the timestep (sqrt(abar_t), sqrt(1-abar_t), abar_t and the
+min-SNR weight) are looked up on the host from helper C's float64 schedule and passed in as [N]
+tensors, so the graph holds no schedule tables and the target comes from
+``ldm.diffusion.prediction.get_target`` (the one copy of the eps/v algebra).
+"""
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from ldm.diffusion.prediction import get_target, min_snr_weight, normalize_prediction_type
+
+
+def _per_sample(coef, x):
+    return coef.reshape((-1,) + (1,) * (len(x.shape) - 1))
+
+
+class DiffusionObjective(nn.Cell):
+    """loss = mean_n w_n * mean_chw (model(x_t, t, c) - target)^2 with x_t = a_t x0 + s_t noise.
+
+    ``cond``: the text context (N, 77, D) when the text encoder is frozen, else token ids (N, 77)
+    that are encoded here so the text encoder (or its LoRA) gets gradients.
+    """
+
+    def __init__(self, model, prediction_type, encode_text=False):
+        super().__init__(auto_prefix=False)
+        self.model = model
+        self.prediction_type = normalize_prediction_type(prediction_type)
+        self.encode_text = encode_text
+
+    def construct(self, latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight):
+        x_t = _per_sample(sqrt_abar, latents) * latents + _per_sample(sqrt_one_minus_abar, latents) * noise
+        target = get_target(self.prediction_type, latents, noise, abar)
+        context = self.model.get_learned_conditioning(cond) if self.encode_text else cond
+        out = self.model.apply_model(x_t, t, context)
+        per_sample = ops.square(out.astype(ms.float32) - target).mean(axis=(1, 2, 3))
+        return (per_sample * weight).mean()
+
+
+def timestep_terms(schedule, t, prediction_type, snr_gamma):
+    """Host-side [N] float32 arrays for the objective: sqrt_abar, sqrt_one_minus_abar, abar, weight."""
+    t = np.asarray(t, dtype=np.int64)
+    abar = schedule.alphas_cumprod[t]
+    if snr_gamma and snr_gamma > 0:
+        snr = schedule.snr[t]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = min_snr_weight(snr, snr_gamma, prediction_type)
+        # zero-terminal-SNR schedules have snr = 0 at t = T-1: eps weight is then 0/0 -> use 1 (the limit)
+        weight = np.where(np.isfinite(weight), weight, 1.0)
+    else:
+        weight = np.ones_like(abar)
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    return (f32(schedule.sqrt_alphas_cumprod[t]), f32(schedule.sqrt_one_minus_alphas_cumprod[t]),
+            f32(abar), f32(weight))
+
+
+class TrainStep:
+    """Compiled step functions over a model, its trainable parameters and the update machinery.
+
+    ``encode(images, tokens, vae_noise) -> (latents, cond)`` runs the frozen encoders (no gradients);
+    ``step(latents, cond, t, noise, a, s, abar, w, lr) -> (loss, overflow)`` does forward, backward, the
+    gradient all-reduce (data parallel), unscale/overflow check, clipping, the optimiser update and EMA.
+    With gradient accumulation, ``accumulate(...)`` adds a micro-batch's gradients and ``apply(lr)``
+    performs the update with their mean.
+    """
+
+    def __init__(self, model, objective, params, optimizer, ema=None, reducer=None, loss_scaler=None,
+                 clip_grad=False, max_grad_norm=1.0, drop_overflow_update=True, accumulation_steps=1,
+                 use_cached_latents=False, jit=True):
+        self.model = model
+        self.objective = objective
+        self.params = ms.ParameterTuple(params)
+        self.optimizer = optimizer
+        self.ema = ema
+        self.reducer = reducer
+        self.scaler = loss_scaler
+        self.clip_grad = clip_grad
+        self.max_grad_norm = float(max_grad_norm)
+        self.drop_overflow_update = drop_overflow_update
+        self.accumulation_steps = int(accumulation_steps)
+        self.accum = self.params.clone(prefix="accum_grad", init="zeros") if self.accumulation_steps > 1 else None
+        self.grad_fn = ms.value_and_grad(self._scaled_loss, None, self.params)
+        wrap = ms.jit if jit else (lambda f: f)
+        self.encode = wrap(self._encode_cached if use_cached_latents else self._encode)
+        self.step = wrap(self._step)
+        self.accumulate = wrap(self._accumulate)
+        self.apply = wrap(self._apply_accumulated)
+
+    # ---- frozen encoders
+    def _encode(self, images, tokens, vae_noise):
+        mean, logvar = self.model.encode_first_stage(images)
+        latents = ops.stop_gradient(self.model.get_first_stage_encoding(mean, logvar, vae_noise))
+        cond = tokens if self.objective.encode_text else ops.stop_gradient(
+            self.model.get_learned_conditioning(tokens))
+        return latents, cond
+
+    def _encode_cached(self, mean, logvar, cond, vae_noise):
+        latents = ops.stop_gradient(self.model.get_first_stage_encoding(mean, logvar, vae_noise))
+        return latents, cond
+
+    # ---- loss and gradients
+    def _scaled_loss(self, *inputs):
+        loss = self.objective(*inputs)
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        return loss
+
+    def _loss_and_grads(self, *inputs):
+        loss, grads = self.grad_fn(*inputs)
+        if self.scaler is not None:
+            loss = self.scaler.unscale(loss)
+        return loss, grads
+
+    def _update(self, grads, lr):
+        """All-reduce (mean), unscale, overflow check, clip, optimiser step, EMA. Returns overflow flag."""
+        if self.reducer is not None:
+            grads = self.reducer(grads)
+        finite = Tensor(True, ms.bool_)
+        if self.scaler is not None:
+            grads = self.scaler.unscale(grads)
+            finite = ms.amp.all_finite(grads)
+            self.scaler.adjust(finite)
+        if self.clip_grad:
+            grads = ops.clip_by_global_norm(grads, self.max_grad_norm)
+        if self.scaler is not None and self.drop_overflow_update:
+            if finite:
+                self.optimizer(grads, lr)
+                if self.ema is not None:
+                    self.ema.update()
+        else:
+            self.optimizer(grads, lr)
+            if self.ema is not None:
+                self.ema.update()
+        return ops.logical_not(finite)
+
+    def _step(self, latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight, lr):
+        loss, grads = self._loss_and_grads(latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight)
+        overflow = self._update(grads, lr)
+        return loss, overflow
+
+    def _accumulate(self, latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight):
+        loss, grads = self._loss_and_grads(latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight)
+        for acc, grad in zip(self.accum, grads):
+            ops.assign_add(acc, grad.astype(acc.dtype) / self.accumulation_steps)
+        return loss
+
+    def _apply_accumulated(self, lr):
+        grads = tuple(acc * 1.0 for acc in self.accum)
+        overflow = self._update(grads, lr)
+        for acc in self.accum:
+            ops.assign(acc, ops.zeros_like(acc))
+        return overflow
