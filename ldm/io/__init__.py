@@ -1,0 +1,1 @@
+"""Small file helpers for generation runs: prompt streaming, atomic image writes, grids, manifests."""

@@ -1,0 +1,57 @@
+"""Image conversions and atomic PNG writes for generated samples."""
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images):
+    """Decoder output in ~[-1, 1], (N, 3, H, W) float -> (N, H, W, 3) uint8, rounded as diffusers does."""
+    images = np.asarray(images, dtype=np.float32)
+    images = np.clip(images / 2.0 + 0.5, 0.0, 1.0)
+    return np.round(images.transpose(0, 2, 3, 1) * 255.0).astype(np.uint8)
+
+
+def from_uint8(images):
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1] (the VAE encoder's input range)."""
+    images = np.asarray(images, dtype=np.float32) / 127.5 - 1.0
+    return images.transpose(0, 3, 1, 2)
+
+
+def load_image(path, width, height):
+    """Read an RGB image, resized to (width, height) with Lanczos; -> (H, W, 3) uint8."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if img.size != (width, height):
+            img = img.resize((width, height), Image.LANCZOS)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def save_png_atomic(array, path):
+    """Write a PNG through a temporary file + rename, so a crash never leaves a half-written image."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(np.asarray(array, dtype=np.uint8)).save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def make_grid(images, ncols, pad=2):
+    """Tile (N, H, W, 3) uint8 images into one image, ``ncols`` per row, with a white border."""
+    images = np.asarray(images, dtype=np.uint8)
+    n, h, w, c = images.shape
+    ncols = max(1, min(ncols, n))
+    nrows = (n + ncols - 1) // ncols
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        grid[y:y + h, x:x + w] = img
+    return grid

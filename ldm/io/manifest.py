@@ -1,0 +1,85 @@
+"""The run manifest: one JSON line per finished image (written after the image itself), plus a CSV copy.
+
+An image counts as done only when its PNG was renamed into place *and* its manifest line was
+flushed, so a run killed at any moment resumes cleanly: a torn last line is ignored and that
+image is generated again.
+"""
+import csv
+import json
+import os
+import tempfile
+
+from ldm.errors import UserError
+
+COLUMNS = ("index", "file", "prompt", "negative_prompt", "seed", "sampler", "steps", "scale",
+           "guidance_rescale", "width", "height", "checkpoint", "config", "prediction_type")
+
+
+class Manifest:
+    """Append-only JSON-lines record of a run's images (``manifest.jsonl`` in the output folder)."""
+
+    def __init__(self, folder, name="manifest.jsonl"):
+        self.folder = folder
+        self.path = os.path.join(folder, name)
+
+    def read(self):
+        """{index: record} for every complete line whose image file still exists."""
+        done = {}
+        if not os.path.isfile(self.path):
+            return done
+        with open(self.path, "r", encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a crash: that image is simply redone
+                if isinstance(rec, dict) and "index" in rec and \
+                        os.path.isfile(os.path.join(self.folder, rec.get("file", ""))):
+                    done[int(rec["index"])] = rec
+        return done
+
+    def reset(self):
+        """Start a fresh manifest (a run without --resume)."""
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+    def append(self, record):
+        """Add one image's record and push it to disk before returning."""
+        os.makedirs(self.folder, exist_ok=True)
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        if self._ends_torn():
+            line = "\n" + line          # keep a torn last line (crash) from swallowing this record
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _ends_torn(self):
+        if not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
+            return False
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+
+    def write_csv(self, csv_name="manifest.csv"):
+        """Write the records (ordered by index) as CSV, atomically; returns its path."""
+        records = sorted(self.read().values(), key=lambda r: r["index"])
+        path = os.path.join(self.folder, csv_name)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".csv")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            extra = sorted({k for r in records for k in r} - set(COLUMNS))
+            writer = csv.DictWriter(f, fieldnames=list(COLUMNS) + extra, extrasaction="ignore")
+            writer.writeheader()
+            for r in records:
+                writer.writerow(r)
+        os.replace(tmp, path)
+        return path
+
+
+def check_same_run(record, expected):
+    """Refuse to resume into a folder whose image ``index`` was made from other settings."""
+    for key in ("prompt", "negative_prompt", "seed", "sampler", "steps", "scale", "width", "height"):
+        if key in record and key in expected and record[key] != expected[key]:
+            raise UserError(f"--resume: image {record['index']} in {record.get('file')} was made with "
+                            f"{key}={record[key]!r}, this run has {expected[key]!r}; "
+                            "use another --output_path or drop --resume")

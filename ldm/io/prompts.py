@@ -1,0 +1,34 @@
+"""Prompt sources for generation runs, streamed so a 10 000-line prompt file is never held at once."""
+import os
+
+from ldm.errors import UserError
+
+
+def iter_prompt_file(path):
+    """Yield the non-blank lines of a UTF-8 prompt file (stripped), one at a time."""
+    with open(path, "r", encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                yield line
+
+
+def check_prompt_file(path):
+    """Refuse a missing or prompt-less file up front (one line), before any model is built."""
+    if not os.path.isfile(path):
+        raise UserError(f"prompt file not found: {path}")
+    for _ in iter_prompt_file(path):
+        return
+    raise UserError(f"prompt file {path} holds no prompts (it is empty or only blank lines)")
+
+
+def iter_batches(prompts, batch_size):
+    """Group an iterable of prompts into lists of at most ``batch_size`` (the last may be shorter)."""
+    batch = []
+    for p in prompts:
+        batch.append(p)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,321 @@
+"""Text -> image (and image -> image) with a LatentDiffusion model: the Python API behind text_to_image.py.
+
+    pipe = Text2ImagePipeline.from_config("configs/v2-vpred-inference.yaml", "models/sd_v2_768_v-e12e3a9b.ckpt")
+    images = pipe("a red bicycle", negative_prompt="blurry", width=768, height=768, steps=15,
+                  sampler="dpm_solver", scale=9.0, seed=42)            # uint8 (N, H, W, 3)
+
+Behaviour matches diffusers' StableDiffusionPipeline: unit-variance initial latents are multiplied by
+the sampler's ``init_noise_sigma``; classifier-free guidance runs the unconditional and the
+conditional half as one batch of 2N (uncond first) and mixes ``uncond + scale * (cond - uncond)``,
+optionally rescaled (guidance_rescale, Lin et al. 2023 eq. 16); the VAE output is mapped to uint8 with
+``round(clip(x / 2 + 0.5, 0, 1) * 255)``. The guided UNet call is compiled once per input shape
+(``ms.jit``), so a sampling step costs one graph launch.
+
+Randomness is per image: image j's initial noise comes from ``numpy.random.default_rng(seeds[j])``
+and its stochastic-sampler noise from its own generator, so an image does not depend on which batch
+it was generated in (resumed runs and different --n_samples give the same pictures).
+"""
+import dataclasses
+import os
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
+
+from ldm.errors import UserError
+from ldm.io.images import from_uint8, to_uint8
+from ldm.util import load_config
+
+LATENT_MULTIPLE = 8   # W and H must be multiples of this (SD's VAE downsamples by 8)
+
+
+# ---------------------------------------------------------------- the compiled model call
+class GuidedDenoiser(nn.Cell):
+    """One UNet evaluation with classifier-free guidance: x (N,C,h,w), t (N,), context (2N,77,D) -> (N,C,h,w).
+
+    ``context`` holds the unconditional embeddings first, then the conditional ones (as diffusers).
+    ``rescale`` > 0 applies guidance rescale: the guided output is pulled toward the conditional
+    output's per-sample standard deviation (unbiased std, as torch computes it).
+    """
+
+    def __init__(self, model):
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    def construct(self, x, t, context, scale, rescale):
+        x2 = ops.cat((x, x), 0)
+        t2 = ops.cat((t, t), 0)
+        out = self.model.apply_model(x2, t2, context)
+        uncond, cond = ops.chunk(out, 2, 0)
+        guided = uncond + scale * (cond - uncond)
+        if rescale is not None:
+            guided = rescale_guidance(guided, cond, rescale)
+        return guided
+
+
+class PlainDenoiser(nn.Cell):
+    """One UNet evaluation without guidance (scale == 1): x (N,C,h,w), t (N,), context (N,77,D)."""
+
+    def __init__(self, model):
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    def construct(self, x, t, context):
+        return self.model.apply_model(x, t, context)
+
+
+def _std_per_sample(x):
+    n = x[0].size
+    mean = x.mean(axis=(1, 2, 3), keep_dims=True)
+    var = ((x - mean) ** 2).sum(axis=(1, 2, 3), keepdims=True) / (n - 1)
+    return ops.sqrt(var)
+
+
+def rescale_guidance(guided, cond, phi):
+    """Guidance rescale: phi * guided * std(cond) / std(guided) + (1 - phi) * guided."""
+    rescaled = guided * (_std_per_sample(cond) / _std_per_sample(guided))
+    return phi * rescaled + (1.0 - phi) * guided
+
+
+# ---------------------------------------------------------------- randomness per image
+class PerImageNoise:
+    """Standard-normal noise for stochastic samplers, drawn per image from its own generator."""
+
+    def __init__(self, seeds):
+        self.rngs = [np.random.default_rng([int(s) % 2 ** 63, 1]) for s in seeds]
+
+    def __call__(self, like):
+        shape = tuple(like.shape)
+        noise = np.stack([rng.standard_normal(shape[1:]) for rng in self.rngs]).astype(np.float32)
+        return ms.Tensor(noise, dtype=like.dtype)
+
+
+def initial_noise(seeds, shape):
+    """(len(seeds), *shape) unit-variance float32 noise, image j from default_rng(seeds[j])."""
+    return np.stack([np.random.default_rng(int(s) % 2 ** 63).standard_normal(shape)
+                     for s in seeds]).astype(np.float32)
+
+
+@dataclasses.dataclass
+class GenerationResult:
+    images: np.ndarray                 # uint8 (N, H, W, 3)
+    seeds: list                        # the seed of each image
+    intermediates: list                # [(step index, uint8 (N, H, W, 3) of the predicted x0)]
+
+
+# ---------------------------------------------------------------- the pipeline
+class Text2ImagePipeline:
+    """A LatentDiffusion model plus the sampling loop; see the module docstring."""
+
+    def __init__(self, model, config=None, ckpt_path=None):
+        self.model = model
+        self.config = config or {}
+        self.ckpt_path = ckpt_path
+        model.set_train(False)
+        self.prediction_type = getattr(model, "prediction_type", "eps")
+        self.latent_channels, self.latent_factor = self._latent_geometry()
+        self._guided = GuidedDenoiser(model)
+        self._plain = PlainDenoiser(model)
+        self._guided_jit = ms.jit(self._guided.construct)
+        self._plain_jit = ms.jit(self._plain.construct)
+
+    @classmethod
+    def from_config(cls, config, ckpt_path=None, lora_path=None, lora_scale=1.0):
+        """Build from a model YAML (path or dict) and a checkpoint (any format ldm.convert reads)."""
+        from ldm.convert.checkpoint import load_model
+        cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
+        if ckpt_path is not None and not os.path.exists(ckpt_path):
+            raise UserError(f"checkpoint not found: {ckpt_path}")
+        model = load_model(cfg, ckpt_path)
+        if lora_path:
+            from ldm.train.lora import load_lora
+            if not os.path.exists(lora_path):
+                raise UserError(f"LoRA checkpoint not found: {lora_path}")
+            load_lora(model, lora_path, lora_scale)
+        return cls(model, cfg, ckpt_path)
+
+    def _model_params(self):
+        return (self.config.get("model") or {}).get("params") or {}
+
+    def _latent_geometry(self):
+        """(latent channels, image->latent downsampling factor) from the config (SD: 4, 8)."""
+        params = self._model_params()
+        unet = (params.get("unet_config") or {}).get("params") or {}
+        dd = ((params.get("first_stage_config") or {}).get("params") or {}).get("ddconfig") or {}
+        channels = int(unet.get("in_channels", 4))
+        factor = 2 ** (len(dd["ch_mult"]) - 1) if "ch_mult" in dd else 8
+        return channels, factor
+
+    # ---- samplers
+    def make_sampler(self, name, eta=0.0, **overrides):
+        """Our sampler ``name`` on this model's noise schedule and prediction type (SD defaults)."""
+        from ldm.diffusion.samplers import get_sampler
+        params = self._model_params()
+        kwargs = dict(prediction_type=self.prediction_type,
+                      linear_start=float(params.get("linear_start", 0.00085)),
+                      linear_end=float(params.get("linear_end", 0.012)),
+                      num_train_timesteps=int(params.get("timesteps", 1000)))
+        if eta and name == "ddim":
+            kwargs["eta"] = float(eta)
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return get_sampler(name, **kwargs)
+        except KeyError as exc:
+            raise UserError(f"unknown sampler {name!r}: {exc}".rstrip()) from exc
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"sampler {name!r}: {exc}") from exc
+
+    # ---- text
+    def encode_prompts(self, prompts, negative_prompts=None):
+        """Context for the UNet: (N,77,D), or (2N,77,D) with the negative prompts' embeddings first."""
+        texts = list(prompts) if negative_prompts is None else list(negative_prompts) + list(prompts)
+        tokens = ms.Tensor(np.asarray(self.model.tokenize(texts), dtype=np.int32))
+        return self.model.get_learned_conditioning(tokens)
+
+    # ---- images <-> latents
+    def decode(self, z):
+        """Latents (N,C,h,w) -> uint8 images (N,H,W,3)."""
+        return to_uint8(self.model.decode_first_stage(z).asnumpy())
+
+    def encode_images(self, images, seeds):
+        """uint8 (N,H,W,3) -> scaled latents, sampling the VAE posterior with per-image noise."""
+        mean, logvar = self.model.encode_first_stage(ms.Tensor(from_uint8(images)))
+        noise = initial_noise([s + 7919 for s in seeds], tuple(mean.shape[1:]))
+        return self.model.get_first_stage_encoding(mean, logvar, ms.Tensor(noise))
+
+    # ---- generation
+    def __call__(self, prompt, **kwargs):
+        """Generate; returns uint8 images (N, H, W, 3). Arguments: see :meth:`generate`."""
+        return self.generate(prompt, **kwargs).images
+
+    def generate(self, prompt, negative_prompt="", width=512, height=512, steps=50, sampler="ddim",
+                 scale=7.5, guidance_rescale=0.0, seed=None, seeds=None, num_images=None, latents=None,
+                 eta=0.0, sampler_options=None, init_image=None, strength=0.8, intermediates_every=0,
+                 progress=False):
+        """Run the sampler and decode.
+
+        prompt: str or list of N prompts (a str is repeated ``num_images`` times, default 1 or the
+        number of ``latents``). negative_prompt: str or list (used when scale != 1).
+        seed: image j gets seed + j (seeds: explicit per-image list; neither: fresh entropy).
+        latents: optional unit-variance initial noise, numpy (N, C, H/f, W/f); it is multiplied by the
+        sampler's init_noise_sigma, as diffusers does. sampler: a name of ldm.diffusion.samplers
+        (or a sampler object); sampler_options: overrides such as timestep_spacing, rescale_zero_snr.
+        init_image: uint8 (H, W, 3) / (N, H, W, 3) or a path -> img2img, keeping (1 - strength) of
+        the schedule. intermediates_every=k: also decode every k-th step's predicted x0.
+        """
+        prompts, negatives = self._prompt_lists(prompt, negative_prompt, num_images, latents)
+        n = len(prompts)
+        self.check_size(width, height)
+        if int(steps) < 1:
+            raise UserError(f"steps must be >= 1, got {steps}")
+        seeds = self._seeds(seed, seeds, n)
+        shape = (self.latent_channels, height // self.latent_factor, width // self.latent_factor)
+        if latents is None:
+            noise = initial_noise(seeds, shape)
+        else:
+            noise = np.asarray(latents, dtype=np.float32)
+            if noise.shape != (n,) + shape:
+                raise UserError(f"initial latents have shape {noise.shape}, expected {(n,) + shape} "
+                                f"(N, C, H/{self.latent_factor}, W/{self.latent_factor})")
+        smp = sampler if not isinstance(sampler, str) else \
+            self.make_sampler(sampler, eta=eta, **(sampler_options or {}))
+        smp.set_timesteps(int(steps))
+
+        guided = float(scale) != 1.0
+        context = self.encode_prompts(prompts, negatives if guided else None)
+        x, start = self._start(smp, noise, seeds, init_image, strength, width, height, int(steps))
+        intermediates = []
+        noise_fn = PerImageNoise(seeds)
+        calls = range(start, len(smp.timesteps))
+        if progress:
+            from tqdm import tqdm
+            calls = tqdm(calls, desc=f"{getattr(smp, 'name', 'sampler')} steps", leave=False)
+        scale_t = ms.Tensor(float(scale), ms.float32)
+        rescale_t = ms.Tensor(float(guidance_rescale), ms.float32) if guidance_rescale else None
+        for i in calls:
+            t = ms.Tensor(np.full((n,), float(smp.timesteps[i]), dtype=np.float32))
+            x_in = smp.scale_model_input(x, i)
+            if guided:
+                out = self._guided_jit(x_in, t, context, scale_t, rescale_t)
+            else:
+                out = self._plain_jit(x_in, t, context)
+            x, pred_x0 = smp.step(out, i, x, noise_fn)
+            if intermediates_every and pred_x0 is not None and (i - start + 1) % intermediates_every == 0:
+                intermediates.append((i, self.decode(pred_x0)))
+        return GenerationResult(self.decode(x), seeds, intermediates)
+
+    def _start(self, smp, noise, seeds, init_image, strength, width, height, steps):
+        """(first latent, index of the first model call): pure noise, or a noised encoded image."""
+        if init_image is None:
+            return ms.Tensor(noise * np.float32(smp.init_noise_sigma)), 0
+        if not 0.0 < float(strength) <= 1.0:
+            raise UserError(f"strength must be in (0, 1], got {strength}")
+        images = self._init_images(init_image, width, height, len(seeds))
+        x0 = self.encode_images(images, seeds)
+        kept = min(int(steps * float(strength)), steps)
+        if kept == 0:
+            raise UserError(f"strength {strength} with {steps} steps leaves no step to run; raise either")
+        per_step = max(1, len(smp.timesteps) // steps)
+        start = (steps - kept) * per_step
+        abar = self._alpha_cumprod_at(smp, start)
+        x = np.sqrt(abar) * x0.asnumpy() + np.sqrt(1.0 - abar) * noise
+        if float(smp.init_noise_sigma) != 1.0:       # sigma-space samplers hold x0 + sigma * eps
+            x = x / np.sqrt(abar)
+        return ms.Tensor(x.astype(np.float32)), start
+
+    @staticmethod
+    def _alpha_cumprod_at(smp, i):
+        """Noise level (alpha-bar) the sampler expects its latent at model call i to have."""
+        scales = getattr(smp, "_input_scales", None)
+        if scales is not None:                       # k-diffusion family: scale = 1/sqrt(sigma^2+1)
+            return float(scales[i]) ** 2
+        abar = smp.schedule.alphas_cumprod
+        return float(np.interp(float(smp.timesteps[i]), np.arange(len(abar)), abar))
+
+    @staticmethod
+    def _init_images(init_image, width, height, n):
+        from ldm.io.images import load_image
+        if isinstance(init_image, (str, os.PathLike)):
+            if not os.path.isfile(init_image):
+                raise UserError(f"init image not found: {init_image}")
+            init_image = load_image(init_image, width, height)
+        images = np.asarray(init_image, dtype=np.uint8)
+        if images.ndim == 3:
+            images = np.repeat(images[None], n, axis=0)
+        if images.shape != (n, height, width, 3):
+            raise UserError(f"init image has shape {images.shape[1:]}, expected {(height, width, 3)}")
+        return images
+
+    # ---- argument checks
+    @staticmethod
+    def check_size(width, height):
+        for name, v in (("width", width), ("height", height)):
+            if int(v) <= 0 or int(v) % LATENT_MULTIPLE:
+                raise UserError(f"{name} must be a positive multiple of {LATENT_MULTIPLE}, got {v}")
+
+    @staticmethod
+    def _prompt_lists(prompt, negative_prompt, num_images, latents):
+        if isinstance(prompt, str):
+            n = num_images or (len(latents) if latents is not None else 1)
+            prompts = [prompt] * n
+        else:
+            prompts = list(prompt)
+            if not prompts:
+                raise UserError("no prompts given")
+        if negative_prompt is None:
+            negative_prompt = ""
+        negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        if len(negatives) != len(prompts):
+            raise UserError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
+        return prompts, negatives
+
+    @staticmethod
+    def _seeds(seed, seeds, n):
+        if seeds is not None:
+            seeds = [int(s) for s in seeds]
+            if len(seeds) != n:
+                raise UserError(f"{len(seeds)} seeds for {n} images")
+            return seeds
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        return [int(seed) + j for j in range(n)]

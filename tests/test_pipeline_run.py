@@ -1,0 +1,170 @@
+"""Run bookkeeping of text_to_image: batching, per-image seeds, streaming, manifest, grid, resume.
+
+The model is replaced by a stand-in whose image is a pure function of (prompt, seed), so these tests
+check the folder logic alone, quickly; the real model runs in test_text_to_image.py.
+"""
+import json
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+from ldm.errors import UserError
+from ldm.io.images import make_grid, save_png_atomic, to_uint8
+from ldm.io.manifest import Manifest
+from ldm.io.prompts import check_prompt_file, iter_batches, iter_prompt_file
+from ldm.pipeline import GenerationResult, initial_noise
+from ldm.pipeline_run import RunSettings, plan_batches, run_to_folder
+
+
+class StandInPipeline:
+    """generate() -> images determined by (prompt, seed); records every batch it was asked for."""
+    latent_channels, latent_factor, prediction_type = 4, 8, "v"
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts, seeds=None, width=16, height=16, latents=None, **kwargs):
+        self.calls.append(dict(prompts=list(prompts), seeds=list(seeds), latents=latents, **kwargs))
+        images = []
+        for p, s in zip(prompts, seeds):
+            rng = np.random.default_rng([s, zlib.crc32(p.encode())])
+            images.append(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        return GenerationResult(np.stack(images), list(seeds), [])
+
+
+def write_prompts(path, n):
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(f"prompt number {i}\n")
+            if i % 3 == 0:
+                f.write("   \n")           # blank lines are skipped
+    return str(path)
+
+
+def settings(tmp_path, **kw):
+    base = dict(width=16, height=16, steps=2, sampler="ddim", seed=7, checkpoint="model.ckpt", config="c.yaml")
+    base.update(kw)
+    return RunSettings(**base)
+
+
+def test_plan_batches_prompt_file_n_iter_and_seeds(tmp_path):
+    path = write_prompts(tmp_path / "p.txt", 5)
+    batches = list(plan_batches(settings(tmp_path, data_path=path, n_samples=2, n_iter=2)))
+    assert [len(b.prompts) for b in batches] == [2, 2, 1, 2, 2, 1]
+    assert [i for b in batches for i in b.indices] == list(range(10))
+    assert [s for b in batches for s in b.seeds] == [7 + i for i in range(10)]
+    assert batches[3].prompts == ["prompt number 0", "prompt number 1"]
+
+
+def test_plan_batches_single_prompt_and_fixed_code(tmp_path):
+    batches = list(plan_batches(settings(tmp_path, prompt="a cat", n_samples=3, n_iter=2, fixed_code=True)))
+    assert [b.prompts for b in batches] == [["a cat"] * 3] * 2
+    assert [b.seeds for b in batches] == [[7, 8, 9], [7, 8, 9]]
+    assert batches[1].indices == [3, 4, 5]
+
+
+def test_prompt_file_is_streamed(tmp_path):
+    path = write_prompts(tmp_path / "big.txt", 10_000)
+    stream = iter_prompt_file(path)
+    assert next(stream) == "prompt number 0"          # a generator: nothing read ahead
+    assert sum(1 for _ in iter_batches(iter_prompt_file(path), 64)) == (10_000 + 63) // 64
+    pipe = StandInPipeline()
+    out = tmp_path / "out"
+    run_to_folder(pipe, settings(tmp_path, data_path=path, n_samples=500, width=8, height=8), str(out),
+                  skip_save=True, skip_grid=True, progress=False, log=lambda m: None)
+    assert len(pipe.calls) == 20 and pipe.calls[-1]["prompts"][-1] == "prompt number 9999"
+    assert not os.listdir(out / "samples")
+
+
+def test_bad_prompt_files(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(UserError, match="no prompts"):
+        check_prompt_file(str(empty))
+    with pytest.raises(UserError, match="not found"):
+        check_prompt_file(str(tmp_path / "missing.txt"))
+
+
+def test_layout_manifest_and_grid(tmp_path):
+    path = write_prompts(tmp_path / "p.txt", 3)
+    out = tmp_path / "out"
+    summary = run_to_folder(StandInPipeline(), settings(tmp_path, data_path=path, n_samples=2, n_iter=1),
+                            str(out), progress=False, log=lambda m: None)
+    assert sorted(os.listdir(out / "samples")) == ["00000.png", "00001.png", "00002.png"]
+    records = [json.loads(line) for line in open(out / "manifest.jsonl", encoding="utf-8")]
+    assert [r["index"] for r in records] == [0, 1, 2]
+    r = records[2]
+    assert (r["file"], r["prompt"], r["seed"], r["sampler"], r["steps"], r["width"], r["height"],
+            r["checkpoint"], r["prediction_type"]) == ("samples/00002.png", "prompt number 2", 9, "ddim", 2,
+                                                       16, 16, "model.ckpt", "v")
+    csv_lines = open(summary["csv"], encoding="utf-8").read().splitlines()
+    assert csv_lines[0].startswith("index,file,prompt,negative_prompt,seed,sampler,steps,scale")
+    assert len(csv_lines) == 4
+    assert os.path.isfile(summary["grid"])
+    assert not [n for n in os.listdir(out / "samples") if n.startswith(".tmp")]
+
+
+def test_resume_skips_finished_images_and_redoes_torn_ones(tmp_path):
+    path = write_prompts(tmp_path / "p.txt", 5)
+    out = str(tmp_path / "out")
+    run = settings(tmp_path, data_path=path, n_samples=2)
+    run_to_folder(StandInPipeline(), run, out, progress=False, log=lambda m: None)
+    original = {n: open(os.path.join(out, "samples", n), "rb").read() for n in os.listdir(os.path.join(out, "samples"))}
+    # simulate a crash: image 3's manifest line torn, image 4 never written
+    lines = open(os.path.join(out, "manifest.jsonl"), encoding="utf-8").read().splitlines()
+    with open(os.path.join(out, "manifest.jsonl"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines[:3]) + "\n" + lines[3][:20])
+    os.remove(os.path.join(out, "samples", "00004.png"))
+    pipe = StandInPipeline()
+    summary = run_to_folder(pipe, run, out, resume=True, progress=False, log=lambda m: None)
+    assert [c["prompts"] for c in pipe.calls] == [["prompt number 2", "prompt number 3"], ["prompt number 4"]]
+    assert (summary["written"], summary["skipped"]) == (2, 3)
+    for name, data in original.items():
+        assert open(os.path.join(out, "samples", name), "rb").read() == data
+    assert sorted(Manifest(out).read()) == [0, 1, 2, 3, 4]
+    # a second resume has nothing left to do
+    pipe = StandInPipeline()
+    run_to_folder(pipe, run, out, resume=True, progress=False, log=lambda m: None)
+    assert pipe.calls == []
+
+
+def test_resume_refuses_other_settings_and_plain_rerun_appends(tmp_path):
+    out = str(tmp_path / "out")
+    run = settings(tmp_path, prompt="a dog", n_samples=2)
+    run_to_folder(StandInPipeline(), run, out, progress=False, log=lambda m: None)
+    with pytest.raises(UserError, match="seed"):
+        run_to_folder(StandInPipeline(), settings(tmp_path, prompt="a dog", n_samples=2, seed=8), out,
+                      resume=True, progress=False, log=lambda m: None)
+    run_to_folder(StandInPipeline(), run, out, progress=False, log=lambda m: None)
+    assert sorted(os.listdir(os.path.join(out, "samples"))) == [f"{i:05d}.png" for i in range(4)]
+    # numbering continued, seeds restart with the run: images 2, 3 repeat images 0, 1
+    assert open(os.path.join(out, "samples", "00002.png"), "rb").read() == \
+        open(os.path.join(out, "samples", "00000.png"), "rb").read()
+
+
+def test_init_latents_are_checked_and_passed(tmp_path):
+    out = str(tmp_path / "out")
+    good = tmp_path / "z.npy"
+    np.save(good, np.ones((2, 4, 2, 2), np.float32))
+    pipe = StandInPipeline()
+    run_to_folder(pipe, settings(tmp_path, prompt="x", n_samples=2, init_latents=str(good)), out,
+                  progress=False, log=lambda m: None)
+    assert pipe.calls[0]["latents"].shape == (2, 4, 2, 2)
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.ones((1, 4, 2, 2), np.float32))
+    with pytest.raises(UserError, match="shape"):
+        run_to_folder(pipe, settings(tmp_path, prompt="x", n_samples=2, init_latents=str(bad)), out,
+                      progress=False, log=lambda m: None)
+
+
+def test_image_helpers(tmp_path):
+    x = np.array([-1.5, -1.0, 0.0, 0.999, 1.0, 2.0], np.float32).reshape(1, 1, 1, 6).repeat(3, axis=1)
+    assert to_uint8(x)[0, 0, :, 0].tolist() == [0, 0, 128, 255, 255, 255]
+    grid = make_grid(np.zeros((5, 4, 4, 3), np.uint8), ncols=2, pad=1)
+    assert grid.shape == (3 * 5 + 1, 2 * 5 + 1, 3)
+    save_png_atomic(np.zeros((4, 4, 3), np.uint8), str(tmp_path / "a.png"))
+    assert os.listdir(tmp_path) == ["a.png"]
+    a, b = initial_noise([1, 2], (4, 2, 2)), initial_noise([2], (4, 2, 2))
+    assert np.array_equal(a[1], b[0]) and not np.array_equal(a[0], a[1])
