@@ -125,6 +125,16 @@ class NoiseSchedule:
         self._ms_cache = {}
 
     @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod):
+        """Schedule with exactly these alphas_cumprod (e.g. another implementation's float32 arrays);
+        a terminal value of 0 marks it as zero-terminal-SNR."""
+        abar = np.asarray(alphas_cumprod, dtype=np.float64)
+        sched = cls(betas=1.0 - abar / np.concatenate([[1.0], abar[:-1]]))
+        if abar[-1] == 0.0:
+            sched.rescale_zero_snr = sched.config["rescale_zero_snr"] = True
+        return sched
+
+    @classmethod
     def from_model_params(cls, params, rescale_zero_snr=None):
         """Build from LDM/MindONE YAML ``model.params`` (linear_start, linear_end, timesteps, beta_schedule)."""
         schedule = params.get("beta_schedule", "scaled_linear")

@@ -1,0 +1,234 @@
+"""What every sampler shares: configuration, the timestep plan, the sampling loop and noise sources.
+
+A sampler never owns the model. ``sample(denoise_fn, x_T)`` calls ``denoise_fn(x, t)`` once per entry of
+``sampler.timesteps`` (Heun and PLMS call it more often than ``num_inference_steps``) and updates the
+latent with ``step``. All schedule-dependent numbers are computed in float64 on the host when
+``set_timesteps`` runs; a step is then a few multiply-adds with Python-float coefficients, which works
+on numpy arrays and MindSpore Tensors without host<->device copies.
+
+Diffusers-style use (what the pipeline may do instead of ``sample``)::
+
+    sampler.set_timesteps(n)
+    x = x_T * sampler.init_noise_sigma
+    for i, t in enumerate(sampler.timesteps):
+        out = model(sampler.scale_model_input(x, i), t)
+        x, pred_x0 = sampler.step(out, i, x, noise_fn)
+
+``step`` takes the *index* i of the model call (not the timestep value, which repeats for Heun/PLMS).
+"""
+import numpy as np
+
+from ldm.diffusion import prediction, xp
+from ldm.diffusion.schedule import NoiseSchedule, sigma_to_t, spaced_timesteps
+
+
+class NoiseSource:
+    """Standard-normal noise for the stochastic samplers, reproducible from a seed.
+
+    Draws on the host with numpy (so a seed gives the same images with numpy and MindSpore latents)
+    and converts to the latent's library/dtype: one latent-sized host->device copy per stochastic step.
+    Any callable ``noise_fn(like) -> array shaped like ``like```` can be used instead.
+    """
+
+    def __init__(self, seed=None):
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, like):
+        return xp.like(self.rng.standard_normal(tuple(like.shape)).astype(np.float32), like)
+
+
+class StepOutput(tuple):
+    """(prev_sample, pred_x0); pred_x0 may be None where the method never forms it."""
+
+    def __new__(cls, prev_sample, pred_x0=None):
+        return super().__new__(cls, (prev_sample, pred_x0))
+
+    @property
+    def prev_sample(self):
+        return self[0]
+
+    @property
+    def pred_x0(self):
+        return self[1]
+
+
+class Sampler:
+    """Base class. Subclasses implement ``_plan(n)`` (fill timesteps, scales, coefficients) and ``step``."""
+
+    name = "base"
+    stochastic = False
+    default_spacing = "linspace"
+    solver_grid = False          # DPM-Solver/UniPC lay n+1 grid points (see schedule.spaced_timesteps)
+    integer_timesteps = True
+
+    def __init__(self, prediction_type="eps", schedule=None, beta_schedule="scaled_linear",
+                 linear_start=0.00085, linear_end=0.012, num_train_timesteps=1000, rescale_zero_snr=False,
+                 timestep_spacing=None, steps_offset=1, **options):
+        if schedule is None:
+            schedule = NoiseSchedule(beta_schedule, linear_start, linear_end, num_train_timesteps,
+                                     rescale_zero_snr=rescale_zero_snr)
+        elif rescale_zero_snr and not schedule.rescale_zero_snr:
+            schedule = NoiseSchedule(betas=schedule.betas, rescale_zero_snr=True)
+        self.schedule = schedule
+        self.prediction_type = prediction.normalize_prediction_type(prediction_type)
+        self.timestep_spacing = timestep_spacing or self.default_spacing
+        self.steps_offset = int(steps_offset)
+        self.options = self._check_options(options)
+        self.config = dict(name=self.name, prediction_type=self.prediction_type,
+                           timestep_spacing=self.timestep_spacing, steps_offset=self.steps_offset,
+                           **schedule.config, **self.options)
+        self.num_inference_steps = None
+        self.timesteps = None
+        self.init_noise_sigma = 1.0
+        self.final_alpha_cumprod = 1.0   # the noise level the last step lands on (1.0 = clean x0)
+        self._input_scales = None
+
+    # ---- configuration
+    defaults = {}
+
+    def _check_options(self, options):
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown option(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(self.defaults)) or 'none'}")
+        merged = dict(self.defaults)
+        merged.update(options)
+        return merged
+
+    def __getattr__(self, item):
+        options = self.__dict__.get("options", {})
+        if item in options:
+            return options[item]
+        raise AttributeError(item)
+
+    @property
+    def num_train_timesteps(self):
+        return self.schedule.num_train_timesteps
+
+    def grid(self, n):
+        """The n descending (possibly fractional) timesteps of this sampler's spacing."""
+        return spaced_timesteps(self.timestep_spacing, n, self.num_train_timesteps, self.steps_offset,
+                                solver_grid=self.solver_grid, integer=self.integer_timesteps)
+
+    # ---- diffusers-style API
+    def set_timesteps(self, num_inference_steps):
+        self.num_inference_steps = int(num_inference_steps)
+        self._input_scales = None
+        self._plan(self.num_inference_steps)
+        self._state = {}
+        return self
+
+    def _plan(self, n):
+        raise NotImplementedError
+
+    def scale_model_input(self, x, i):
+        """What the model sees at call i (k-diffusion samplers divide by sqrt(sigma^2 + 1))."""
+        if self._input_scales is None:
+            return x
+        scale = self._input_scales[i]
+        return x if scale == 1.0 else xp.scalar(scale) * x
+
+    def step(self, model_output, i, sample, noise_fn=None):
+        raise NotImplementedError
+
+    # ---- the loop
+    def sample(self, denoise_fn, x_T, num_inference_steps=None, callback=None, noise_fn=None, seed=None,
+               progress=False):
+        """Run the reverse process from standard-normal ``x_T`` [N, C, H, W] (numpy or Tensor).
+
+        denoise_fn(x, t) -> model output (this sampler's prediction_type), t a Python float.
+        callback(i, t, x, pred_x0) after each model call (x is the updated latent; pred_x0 may be None).
+        noise_fn(like) -> standard normal noise; default NoiseSource(seed).
+        """
+        for x, _ in self.iterate(denoise_fn, x_T, num_inference_steps, callback, noise_fn, seed, progress):
+            pass
+        return x
+
+    def iterate(self, denoise_fn, x_T, num_inference_steps=None, callback=None, noise_fn=None, seed=None,
+                progress=False):
+        """Generator over (latent, pred_x0) after every model call; ``sample`` consumes it."""
+        if num_inference_steps is not None:
+            self.set_timesteps(num_inference_steps)
+        if self.timesteps is None:
+            raise ValueError(f"{self.name}: call set_timesteps(n) or pass num_inference_steps")
+        self._state = {}
+        if noise_fn is None:
+            noise_fn = NoiseSource(seed)
+        x = x_T if self.init_noise_sigma == 1.0 else xp.scalar(self.init_noise_sigma) * x_T
+        steps = range(len(self.timesteps))
+        if progress:
+            from tqdm import tqdm
+            steps = tqdm(steps, desc=self.name)
+        for i in steps:
+            t = float(self.timesteps[i])
+            out = denoise_fn(self.scale_model_input(x, i), t)
+            x, pred_x0 = self.step(out, i, x, noise_fn)
+            if callback is not None:
+                callback(i, t, x, pred_x0)
+            yield x, pred_x0
+
+    # ---- shared helpers
+    def _postprocess_x0(self, x0):
+        """Optional clip_sample / dynamic thresholding of the predicted x0 (pixel-space models)."""
+        opts = self.options
+        if opts.get("thresholding"):
+            return xp.dynamic_threshold(x0, opts.get("dynamic_thresholding_ratio", 0.995),
+                                        opts.get("sample_max_value", 1.0))
+        if opts.get("clip_sample"):
+            r = xp.scalar(opts.get("clip_sample_range", 1.0))
+            return xp.clip(x0, -r, r)
+        return x0
+
+    def _x0_coefficients(self, alpha, sigma):
+        return prediction.coefficients(self.prediction_type, "x0", alpha, sigma)
+
+    def _draw(self, noise_fn, like):
+        if noise_fn is None:
+            noise_fn = self._state.setdefault("noise_fn", NoiseSource())
+        return noise_fn(like)
+
+    def _alphas_cumprod_for_sigmas(self):
+        """abar as the sigma-space samplers see it: a zero terminal abar becomes 2**-24 (diffusers),
+        so sigma_max stays finite (about 4096)."""
+        abar = self.schedule.alphas_cumprod.copy()
+        if abar[-1] == 0.0 or self.schedule.rescale_zero_snr:
+            abar[-1] = 2.0 ** -24
+        return abar
+
+    def _train_sigmas(self):
+        abar = self._alphas_cumprod_for_sigmas()
+        return np.sqrt((1.0 - abar) / abar)
+
+    def _interp_sigmas(self, timesteps):
+        train = self._train_sigmas()
+        return np.interp(timesteps, np.arange(len(train)), train)
+
+    @staticmethod
+    def _sigmas_to_t(sigmas, train_sigmas):
+        return sigma_to_t(sigmas, np.log(train_sigmas))
+
+
+def vp_from_sigma(sigma):
+    """k-diffusion sigma -> (alpha_t, sigma_t) of the variance-preserving process."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    alpha = 1.0 / np.sqrt(sigma ** 2 + 1.0)
+    return alpha, sigma * alpha
+
+
+def log_snr(alpha, sigma):
+    """lambda = log(alpha / sigma); +inf where sigma == 0."""
+    with np.errstate(divide="ignore"):
+        return np.log(alpha) - np.log(sigma)
+
+
+def combine(terms):
+    """sum(c * x for c, x in terms), skipping zero coefficients; coefficients become Python floats."""
+    total = None
+    terms = list(terms)
+    for coef, arr in terms:
+        coef = xp.scalar(coef)
+        if coef == 0.0 or arr is None:
+            continue
+        term = arr if coef == 1.0 else coef * arr
+        total = term if total is None else total + term
+    return total if total is not None else 0.0 * terms[0][1]
