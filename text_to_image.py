@@ -110,13 +110,13 @@ def resolve_paths(args):
 
 
 def settings_from_args(args):
+    from ldm.io.images import check_image_size
     from ldm.io.prompts import check_prompt_file
-    from ldm.pipeline import Text2ImagePipeline
     from ldm.pipeline_run import RunSettings
     sampler = choose_sampler(args)
     config, ckpt, size = resolve_paths(args)
     width, height = args.W or size, args.H or size
-    Text2ImagePipeline.check_size(width, height)
+    check_image_size(width, height)
     if args.data_path:
         check_prompt_file(args.data_path)
     for name in ("n_iter", "n_samples", "sampling_steps"):

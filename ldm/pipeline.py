@@ -23,10 +23,8 @@ import numpy as np
 from mindspore import nn, ops
 
 from ldm.errors import UserError
-from ldm.io.images import from_uint8, to_uint8
+from ldm.io.images import check_image_size, from_uint8, to_uint8
 from ldm.util import load_config
-
-LATENT_MULTIPLE = 8   # W and H must be multiples of this (SD's VAE downsamples by 8)
 
 
 # ---------------------------------------------------------------- the compiled model call
@@ -289,9 +287,7 @@ class Text2ImagePipeline:
     # ---- argument checks
     @staticmethod
     def check_size(width, height):
-        for name, v in (("width", width), ("height", height)):
-            if int(v) <= 0 or int(v) % LATENT_MULTIPLE:
-                raise UserError(f"{name} must be a positive multiple of {LATENT_MULTIPLE}, got {v}")
+        check_image_size(width, height)
 
     @staticmethod
     def _prompt_lists(prompt, negative_prompt, num_images, latents):

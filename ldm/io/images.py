@@ -5,6 +5,17 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from ldm.errors import UserError
+
+SIZE_MULTIPLE = 8   # SD's VAE downsamples by 8: W and H must be multiples of this
+
+
+def check_image_size(width, height, multiple=SIZE_MULTIPLE):
+    """Refuse a width/height the latent grid cannot represent (one clear line)."""
+    for name, v in (("width", width), ("height", height)):
+        if int(v) <= 0 or int(v) % multiple:
+            raise UserError(f"{name} must be a positive multiple of {multiple}, got {v}")
+
 
 def to_uint8(images):
     """Decoder output in ~[-1, 1], (N, 3, H, W) float -> (N, H, W, 3) uint8, rounded as diffusers does."""
