@@ -1,0 +1,174 @@
+"""Training objective (target, loss, min-SNR weights), LR schedules and recipe parsing."""
+import math
+import os
+import subprocess
+import sys
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor, nn
+
+from ldm.diffusion.schedule import NoiseSchedule
+from ldm.errors import UserError
+from ldm.train.config import OPTIONS, parse_config
+from ldm.train.lr_schedule import build_lr_schedule
+from ldm.train.trainer import DiffusionObjective, timestep_terms
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FixedOutputModel(nn.Cell):
+    """apply_model returns a fixed tensor (records x_t), so the loss is checkable by hand."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = Tensor(output)
+        self.seen_x_t = None
+
+    def apply_model(self, x_t, t, context):
+        self.seen_x_t = x_t
+        return self.output
+
+    def get_learned_conditioning(self, tokens):
+        return tokens
+
+
+def _fixed_tensors():
+    rng = np.random.default_rng(7)
+    x0 = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
+    noise = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
+    out = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
+    t = np.array([10, 700], np.int32)
+    return x0, noise, out, t
+
+
+def _loss(prediction_type, snr_gamma=0.0):
+    sched = NoiseSchedule()
+    x0, noise, out, t = _fixed_tensors()
+    model = FixedOutputModel(out)
+    obj = DiffusionObjective(model, prediction_type)
+    terms = timestep_terms(sched, t, prediction_type, snr_gamma)
+    loss = obj(Tensor(x0), Tensor(np.zeros((2, 77, 8), np.float32)), Tensor(t), Tensor(noise),
+               *[Tensor(a) for a in terms])
+    return float(loss.asnumpy()), model.seen_x_t.asnumpy()
+
+
+def _hand_abar(t):
+    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
+    return np.cumprod(1.0 - betas)[t]
+
+
+def test_v_target_and_loss_equal_hand_computed_reference():
+    x0, noise, out, t = _fixed_tensors()
+    abar = _hand_abar(t)[:, None, None, None]
+    v = np.sqrt(abar) * noise - np.sqrt(1 - abar) * x0
+    expected = float(np.mean((out - v) ** 2))
+    loss, x_t = _loss("v")
+    assert abs(loss - expected) < 1e-6 * max(1.0, expected)
+    np.testing.assert_allclose(x_t, np.sqrt(abar) * x0 + np.sqrt(1 - abar) * noise, atol=1e-6)
+
+
+def test_switching_prediction_type_switches_the_target():
+    x0, noise, out, t = _fixed_tensors()
+    eps_loss, _ = _loss("eps")
+    v_loss, _ = _loss("v")
+    assert abs(eps_loss - float(np.mean((out - noise) ** 2))) < 1e-6
+    assert abs(eps_loss - v_loss) > 1e-3
+
+
+@pytest.mark.parametrize("prediction_type", ["eps", "v"])
+def test_min_snr_weights_equal_the_formula(prediction_type):
+    sched = NoiseSchedule()
+    t = np.array([0, 10, 300, 999])
+    abar = _hand_abar(t)
+    snr = abar / (1 - abar)
+    gamma = 5.0
+    expected = np.minimum(snr, gamma) / (snr if prediction_type == "eps" else snr + 1)
+    weight = timestep_terms(sched, t, prediction_type, gamma)[3]
+    np.testing.assert_allclose(weight, expected, rtol=1e-6)
+    # and the weighted loss is the weighted mean of per-sample squared errors
+    x0, noise, out, t2 = _fixed_tensors()
+    a = _hand_abar(t2)
+    target = noise if prediction_type == "eps" else \
+        np.sqrt(a)[:, None, None, None] * noise - np.sqrt(1 - a)[:, None, None, None] * x0
+    s = a / (1 - a)
+    w = np.minimum(s, gamma) / (s if prediction_type == "eps" else s + 1)
+    expected_loss = float(np.mean(w * ((out - target) ** 2).mean(axis=(1, 2, 3))))
+    loss, _ = _loss(prediction_type, snr_gamma=gamma)
+    assert abs(loss - expected_loss) < 1e-6 * max(1.0, expected_loss)
+
+
+def test_min_snr_with_zero_terminal_snr_stays_finite():
+    sched = NoiseSchedule(rescale_zero_snr=True)
+    for kind in ("eps", "v"):
+        w = timestep_terms(sched, np.array([999, 500]), kind, 5.0)[3]
+        assert np.isfinite(w).all()
+
+
+def test_lr_schedules():
+    lrs = build_lr_schedule("cosine_decay", 1e-3, 1e-5, total_steps=110, warmup_steps=10)
+    np.testing.assert_allclose(lrs[:10], 1e-3 * np.arange(1, 11) / 10, rtol=1e-6)
+    assert abs(lrs[10] - 1e-3) < 1e-9 and abs(lrs[60] - (1e-5 + 0.5 * (1e-3 - 1e-5))) < 1e-8
+    poly = build_lr_schedule("polynomial_decay", 1.0, 0.0, total_steps=10, decay_steps=4)
+    np.testing.assert_allclose(poly[:6], [1.0, 0.75, 0.5, 0.25, 0.0, 0.0], atol=1e-7)
+    assert (build_lr_schedule("constant", 2e-4, 0, 5) == np.float32(2e-4)).all()
+    with pytest.raises(UserError, match="unknown scheduler"):
+        build_lr_schedule("step", 1, 0, 5)
+
+
+def _recipe(tmp_path, text, name="recipe.yaml"):
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "model.yaml").write_text("model: {}\n")
+    path = tmp_path / name
+    path.write_text(f"model_config: {tmp_path / 'model.yaml'}\ndata_path: {tmp_path / 'data'}\n" + text)
+    return str(path)
+
+
+MINDONE_KEYS = ("model_config, pretrained_model_path, data_path, output_path, image_size, train_batch_size, "
+                "start_learning_rate, end_learning_rate, warmup_steps, decay_steps, scheduler, epochs, use_ema, "
+                "optim, betas, weight_decay, gradient_accumulation_steps, clip_grad, max_grad_norm, "
+                "init_loss_scale, loss_scale_factor, scale_window, drop_overflow_update, ckpt_save_interval, "
+                "step_mode, random_crop, seed, use_parallel, dataset_sink_mode, use_lora, lora_rank, "
+                "lora_ft_unet, lora_ft_text_encoder, resume").split(", ")
+
+
+def test_recipe_keys_cli_wins_and_unknown_key_is_named(tmp_path):
+    assert set(MINDONE_KEYS) <= set(OPTIONS)
+    path = _recipe(tmp_path, "image_size: 64\nepochs: 3\nbetas: [0.8, 0.99]\nuse_ema: True\n"
+                             "prediction_type: velocity\n")
+    cfg = parse_config(["--train_config", path, "--epochs", "7"])
+    assert (cfg.image_size, cfg.epochs, cfg.betas, cfg.use_ema, cfg.prediction_type) == (64, 7, [0.8, 0.99], True, "v")
+    bad = _recipe(tmp_path, "image_sise: 64\n", "bad.yaml")
+    with pytest.raises(UserError, match="image_sise"):
+        parse_config(["--train_config", bad])
+    with pytest.raises(UserError, match="scheduler must be one of"):
+        parse_config(["--train_config", path, "--scheduler", "linear"])
+
+
+def test_help_explains_every_flag():
+    out = subprocess.run([sys.executable, os.path.join(REPO, "train_text_to_image.py"), "-h"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120).stdout
+    for name in OPTIONS:
+        assert f"--{name}" in out
+
+
+@pytest.mark.parametrize("case", ["missing_data", "bad_csv", "unknown_key"])
+def test_bad_input_is_one_line_and_nonzero_exit(tmp_path, case):
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "model.yaml").write_text("model: {}\n")
+    args = ["--model_config", str(tmp_path / "model.yaml"), "--data_path", str(data)]
+    if case == "missing_data":
+        args[-1] = str(tmp_path / "nope")
+    elif case == "bad_csv":
+        (data / "img_txt.csv").write_text("file,caption\na.png,hello\n")
+    else:
+        args = ["--train_config", _recipe(tmp_path, "learning_rate: 1\n")]
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "train_text_to_image.py")] + args,
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    assert proc.returncode != 0
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    expected = {"missing_data": "nope", "bad_csv": "dir, text", "unknown_key": "learning_rate"}[case]
+    assert expected in lines[0]
