@@ -1,0 +1,112 @@
+"""Small building blocks shared by the UNet and the VAE.
+
+Norms are computed in float32 whatever the compute dtype (fp16 GroupNorm/LayerNorm lose too much
+precision on SD activations); parameters are named ``gamma``/``beta`` as in MindONE checkpoints.
+Convs and Dense layers are plain MindSpore cells, switched to fp16 compute with :func:`set_compute_dtype`.
+"""
+import math
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import initializer
+
+
+class GroupNorm(nn.Cell):
+    """GroupNorm over (N, C, *spatial), statistics and affine in float32, result in the input dtype."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: {num_channels} channels are not divisible by {num_groups} groups")
+        self.num_groups = num_groups
+        self.num_channels = num_channels
+        self.eps = eps
+        self.gamma = Parameter(initializer("ones", (num_channels,), ms.float32), name="gamma", requires_grad=affine)
+        self.beta = Parameter(initializer("zeros", (num_channels,), ms.float32), name="beta", requires_grad=affine)
+
+    def construct(self, x):
+        dtype = x.dtype
+        shape = x.shape
+        h = x.astype(ms.float32).reshape(shape[0], self.num_groups, -1)
+        mean = h.mean(axis=-1, keep_dims=True)
+        var = ops.square(h - mean).mean(axis=-1, keep_dims=True)
+        h = (h - mean) * ops.rsqrt(var + self.eps)
+        h = h.reshape(shape[0], self.num_channels, -1)
+        h = h * self.gamma.reshape(-1, 1) + self.beta.reshape(-1, 1)
+        return h.reshape(shape).astype(dtype)
+
+
+class LayerNorm(nn.Cell):
+    """LayerNorm over the last axis, computed in float32; params ``gamma``/``beta``."""
+
+    def __init__(self, dim, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.gamma = Parameter(initializer("ones", (dim,), ms.float32), name="gamma")
+        self.beta = Parameter(initializer("zeros", (dim,), ms.float32), name="beta")
+
+    def construct(self, x):
+        dtype = x.dtype
+        h = x.astype(ms.float32)
+        mean = h.mean(axis=-1, keep_dims=True)
+        var = ops.square(h - mean).mean(axis=-1, keep_dims=True)
+        h = (h - mean) * ops.rsqrt(var + self.eps)
+        return (h * self.gamma + self.beta).astype(dtype)
+
+
+class SiLU(nn.Cell):
+    def construct(self, x):
+        return x * ops.sigmoid(x)
+
+
+def _init_kwargs(zero_init):
+    """Zero-initialised output projections (LDM's ``zero_module``) are set at construction, so building
+    under ``mindspore.nn.utils.no_init_parameters`` stays lazy (no memory until weights are loaded)."""
+    return dict(weight_init="zeros", bias_init="zeros") if zero_init else {}
+
+
+def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, zero_init=False):
+    """nn.Conv2d with PyTorch-style explicit zero padding."""
+    mode = "pad" if padding else "valid"
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode=mode, padding=padding,
+                     has_bias=bias, **_init_kwargs(zero_init))
+
+
+class WrappedConv2d(nn.Cell):
+    """A conv held under the attribute ``conv`` (MindONE's ``conv_nd`` naming: ``<name>.conv.weight``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.conv = conv2d(*args, **kwargs)
+
+    def construct(self, x):
+        return self.conv(x)
+
+
+def dense(in_features, out_features, bias=True, zero_init=False):
+    return nn.Dense(in_features, out_features, has_bias=bias, **_init_kwargs(zero_init))
+
+
+def timestep_embedding(timesteps, dim, max_period=10000):
+    """Sinusoidal embedding (N,) -> (N, dim) float32, cos half first (CompVis; diffusers with
+    flip_sin_to_cos=True, freq_shift=0)."""
+    half = dim // 2
+    exponent = (np.float32(-math.log(max_period)) * np.arange(half, dtype=np.float32)) / np.float32(half)
+    freqs = Tensor(np.exp(exponent).astype(np.float32), ms.float32)
+    args = timesteps.astype(ms.float32).reshape(-1, 1) * freqs.reshape(1, -1)
+    emb = ops.cat([ops.cos(args), ops.sin(args)], axis=-1)
+    if dim % 2:
+        emb = ops.cat([emb, ops.zeros_like(emb[:, :1])], axis=-1)
+    return emb
+
+
+def set_compute_dtype(cell, dtype):
+    """Run every Conv2d/Dense inside ``cell`` in ``dtype`` (fp16 on Ascend); norms stay fp32 by design."""
+    if dtype == ms.float32:
+        return cell
+    for _, sub in cell.cells_and_names():
+        if isinstance(sub, (nn.Conv2d, nn.Dense)):
+            sub.to_float(dtype)
+    return cell
