@@ -21,8 +21,18 @@ def load_config(path):
     return cfg
 
 
+# MindONE's (and CompVis') target strings -> ours, so their model YAMLs build our classes unchanged
+TARGET_ALIASES = {
+    "ldm.models.diffusion.ddpm.LatentDiffusion": "ldm.models.latent_diffusion.LatentDiffusion",
+    "ldm.modules.diffusionmodules.openaimodel.UNetModel": "ldm.models.unet.UNetModel",
+    "ldm.modules.encoders.modules.FrozenCLIPEmbedder": "ldm.models.text_encoder.FrozenCLIPEmbedder",
+    "ldm.models.autoencoder.AutoencoderKL": "ldm.models.autoencoder.AutoencoderKL",
+}
+
+
 def get_obj_from_str(name):
-    """Import ``package.module.Attr`` and return ``Attr``."""
+    """Import ``package.module.Attr`` and return ``Attr`` (MindONE target names are aliased)."""
+    name = TARGET_ALIASES.get(name, name)
     module, _, attr = name.rpartition(".")
     try:
         return getattr(importlib.import_module(module), attr)
