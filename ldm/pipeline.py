@@ -99,6 +99,7 @@ class GenerationResult:
     images: np.ndarray                 # uint8 (N, H, W, 3)
     seeds: list                        # the seed of each image
     intermediates: list                # [(step index, uint8 (N, H, W, 3) of the predicted x0)]
+    latents: np.ndarray = None         # float32 (N, C, h, w): the final latents, before decoding
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -240,7 +241,7 @@ class Text2ImagePipeline:
             x, pred_x0 = smp.step(out, i, x, noise_fn)
             if intermediates_every and pred_x0 is not None and (i - start + 1) % intermediates_every == 0:
                 intermediates.append((i, self.decode(pred_x0)))
-        return GenerationResult(self.decode(x), seeds, intermediates)
+        return GenerationResult(self.decode(x), seeds, intermediates, x.asnumpy())
 
     def _start(self, smp, noise, seeds, init_image, strength, width, height, steps):
         """(first latent, index of the first model call): pure noise, or a noised encoded image."""
