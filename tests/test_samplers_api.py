@@ -158,3 +158,31 @@ def test_uni_pc_limits_to_sigma_zero_are_finite():
         ref = get_sampler("uni_pc", final_sigmas_type="sigma_min", **opts)
         x_ref = ref.sample(data.model("eps"), np.random.default_rng(0).standard_normal((4, 4, 1, 1)), 10)
         assert np.abs(x - x_ref).max() < 0.05
+
+
+def test_plms_exact_v_conversion_equals_eps_sampling():
+    """With exact_v_conversion, PLMS on the exact v model walks the same path as on the exact eps model
+    (diffusers' v handling does not: it converts the combined v with the current latent)."""
+    x_T = np.random.default_rng(0).standard_normal((16, 4, 1, 1))
+    eps_s = get_sampler("plms", prediction_type="eps")
+    data = GaussianData(MU, STD, eps_s._train_sigmas())
+    ref = eps_s.sample(data.model("eps", dtype=None), x_T, 10)
+    exact = get_sampler("plms", prediction_type="v", exact_v_conversion=True).sample(data.model("v", dtype=None), x_T, 10)
+    plain = get_sampler("plms", prediction_type="v").sample(data.model("v", dtype=None), x_T, 10)
+    np.testing.assert_allclose(exact, ref, atol=1e-10)
+    assert np.abs(plain - ref).max() > 1e-2
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm_solver", "euler", "heun"])
+def test_noise_level_matches_model_input_scaling(name):
+    s = get_sampler(name, use_karras_sigmas=name != "ddim")
+    s.set_timesteps(10)
+    abar = s.schedule.alphas_cumprod
+    for i in range(len(s.timesteps)):
+        level = s.noise_level(i)
+        if name == "ddim":
+            assert level == abar[int(s.timesteps[i])]
+        else:   # sigma-space: the latent is x_vp / sqrt(level); dpm: level of sigmas[i]
+            assert 0 < level < 1
+    if name in ("euler", "heun"):
+        np.testing.assert_allclose(s.scale_model_input(np.ones(1), 0) ** 2, s.noise_level(0))

@@ -131,6 +131,17 @@ class Sampler:
     def step(self, model_output, i, sample, noise_fn=None):
         raise NotImplementedError
 
+    def noise_level(self, i):
+        """alphas_cumprod of the variance-preserving latent the model sees at call i (for img2img:
+        a latent x_vp at this level becomes the sampler's latent as x_vp / scale_model_input factor)."""
+        if self._input_scales is not None:
+            return float(self._input_scales[i]) ** 2
+        sigmas = getattr(self, "sigmas", None)
+        if sigmas is not None:
+            return 1.0 / (1.0 + float(sigmas[i]) ** 2)
+        abar = self.schedule.alphas_cumprod
+        return float(np.interp(float(self.timesteps[i]), np.arange(len(abar)), abar))
+
     # ---- the loop
     def sample(self, denoise_fn, x_T, num_inference_steps=None, callback=None, noise_fn=None, seed=None,
                progress=False):
