@@ -186,3 +186,9 @@ def test_noise_level_matches_model_input_scaling(name):
             assert 0 < level < 1
     if name in ("euler", "heun"):
         np.testing.assert_allclose(s.scale_model_input(np.ones(1), 0) ** 2, s.noise_level(0))
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "plms"])
+def test_zero_snr_with_eps_model_is_refused(name):
+    with pytest.raises(ValueError, match="prediction_type='v'|zero-terminal-SNR"):
+        get_sampler(name, prediction_type="eps", rescale_zero_snr=True, timestep_spacing="trailing").set_timesteps(10)

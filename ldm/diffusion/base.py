@@ -191,6 +191,9 @@ class Sampler:
         return x0
 
     def _x0_coefficients(self, alpha, sigma):
+        if alpha == 0.0 and self.prediction_type == "eps":
+            raise ValueError(f"{self.name}: an eps model cannot give x0 at zero SNR (t={self.num_train_timesteps - 1} "
+                             "with rescale_zero_snr); zero terminal SNR needs prediction_type='v'")
         return prediction.coefficients(self.prediction_type, "x0", alpha, sigma)
 
     def _draw(self, noise_fn, like):

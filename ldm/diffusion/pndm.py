@@ -30,6 +30,9 @@ class PLMSSampler(Sampler):
         for j, t in enumerate(self.timesteps.astype(np.int64)):
             t_from, t_to = (t + stride, t) if j == 1 else (t, t - stride)
             a_t = abar[t_from]
+            if a_t == 0.0:
+                raise ValueError("plms: the PNDM transfer formula divides by alphas_cumprod, which is 0 at the "
+                                 "last step of a zero-terminal-SNR schedule; use ddim, dpm_solver, uni_pc or euler")
             a_prev = abar[t_to] if t_to >= 0 else boundary
             denom = a_t * np.sqrt(1.0 - a_prev) + np.sqrt(a_t * (1.0 - a_t) * a_prev)
             a_call = abar[t]                      # the level the model output of this call belongs to
