@@ -107,3 +107,30 @@ class StandInLDM(nn.Cell):
 
     def decode_first_stage(self, z):
         return self.first_stage_model.decoder(z / self.scale_factor)
+
+
+STANDIN_YAML = """model:
+  target: tests.train_standin.StandInLDM
+  prediction_type: v
+  params:
+    prediction_type: v
+    linear_start: 0.00085
+    linear_end: 0.012
+    timesteps: 1000
+"""
+
+
+def write_standin_config(folder):
+    import os
+    path = os.path.join(str(folder), "standin.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(STANDIN_YAML)
+    return path
+
+
+def make_shapes(folder, num_train=16, size=32):
+    """The synthetic-shapes train split (coloured shapes + captions) in ``folder``/train."""
+    import os
+    from datasets.synthetic_shapes import make_dataset
+    make_dataset(str(folder), num_train=num_train, num_test=2, size=size, seed=0)
+    return os.path.join(str(folder), "train")

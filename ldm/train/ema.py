@@ -35,10 +35,11 @@ class EMA(nn.Cell):
         return decay
 
     def _swap(self):
+        # in-place copies (ops.assign), never set_data: compiled steps keep pointing at the same buffers
         for param, shadow in zip(self.params, self.shadow):
-            tmp = param.asnumpy().copy()
-            param.set_data(Tensor(shadow.asnumpy()))
-            shadow.set_data(Tensor(tmp))
+            tmp = Tensor(param.asnumpy().copy())
+            ops.assign(param, shadow)
+            ops.assign(shadow, tmp)
 
     @contextlib.contextmanager
     def swapped(self):

@@ -60,20 +60,17 @@ def model_section(model_cfg):
 
 
 def build_training_model(cfg):
-    """LatentDiffusion from the model YAML, weights from pretrained_model_path (helper B's loader)."""
+    """LatentDiffusion from the model YAML, weights from pretrained_model_path (helper B's loader).
+    Other ``target`` classes (test stand-ins) are built directly and must start from random weights."""
     config = load_config(cfg.model_config)
-    try:
+    target = str(model_section(config).get("target", ""))
+    if target.endswith("LatentDiffusion"):
         from ldm.convert.checkpoint import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        model = load_model(config, cfg.pretrained_model_path or None)
-    else:
-        if cfg.pretrained_model_path:
-            raise UserError("loading pretrained weights needs ldm.convert.checkpoint (not installed)")
-        from ldm.util import instantiate_from_config
-        model = instantiate_from_config(model_section(config))
-    return model, config
+        return load_model(config, cfg.pretrained_model_path or None), config
+    if cfg.pretrained_model_path:
+        raise UserError(f"pretrained_model_path needs a LatentDiffusion model config, got target {target!r}")
+    from ldm.util import instantiate_from_config
+    return instantiate_from_config(model_section(config)), config
 
 
 def resolve_prediction_type(cfg, model, config):
