@@ -149,7 +149,10 @@ def convert_mindone_to_diffusers(state, config):
             name = prefix + row[0]
             if name not in state:
                 raise CheckpointError(f"cannot export: {name} is missing from the checkpoint")
-            out[target + row[2]] = state[name]
+            value = state[name]
+            if prefix == VAE and ".attentions." in row[2] and value.ndim == 4:
+                value = value[:, :, 0, 0]  # diffusers stores the VAE mid-block attention as Linear
+            out[target + row[2]] = value
     text = {k[len(TEXT):]: v for k, v in state.items() if k.startswith(TEXT)}
     for name, value in names_text.text_from_mindone(text, _text_layers(config)).items():
         out[DIFFUSERS_PREFIXES["text"] + "text_model." + name] = value
@@ -201,7 +204,7 @@ def load_params_into(cell, state_dict, strict=True, prefix="", unexpected=()):
         raise CheckpointError("checkpoint does not fit the model: " + "; ".join(parts) + hint)
     for name, value in values.items():
         param = params[name]
-        param.set_data(ms.Tensor(value.astype(ms.dtype_to_nptype(param.dtype))))
+        param.set_data(ms.Tensor(value, dtype=param.dtype))
     return sorted(missing + [m.split(" ", 1)[0] for m in mismatched])
 
 

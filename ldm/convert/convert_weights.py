@@ -1,0 +1,94 @@
+"""The work behind scripts/convert_weights.py: read, rename, check by loading, write atomically."""
+import os
+
+import numpy as np
+import yaml
+
+from ldm.convert import checkpoint
+from ldm.convert.diffusers import diffusers_model_config, is_diffusers_folder
+from ldm.convert.readers import write_safetensors
+from ldm.errors import CheckpointError, UserError
+
+CONFIG_HINTS = {"v1": "configs/v1-inference.yaml",
+                "v2": "configs/v2-inference.yaml (512, eps) or configs/v2-vpred-inference.yaml (768-v)"}
+
+
+def _source_config(source, config, state):
+    if config is not None:
+        from ldm.util import load_config
+        return load_config(config) if isinstance(config, (str, os.PathLike)) else config
+    if is_diffusers_folder(source):
+        return diffusers_model_config(source)
+    hint = CONFIG_HINTS.get(checkpoint.checkpoint_config_hint(state))
+    raise UserError(f"{source} is a single file: pass --config with the model YAML"
+                    + (f" (probably {hint})" if hint else ""))
+
+
+def _checked_mindone_state(state, cfg):
+    """Rename to MindONE names and load into the (lazily built) model; returns name -> float array in
+    the model's parameter order. Raises CheckpointError listing what does not fit."""
+    from ldm.models.latent_diffusion import build_model
+    converted, unexpected = checkpoint.convert_to_mindone(state, cfg)
+    model = build_model(cfg, lazy_init=True)
+    checkpoint.load_params_into(model, converted, strict=True, unexpected=unexpected)
+    out = {}
+    for param in model.get_parameters():
+        value = np.asarray(converted[param.name])
+        out[param.name] = value.reshape(tuple(param.shape))
+    return out
+
+
+def save_mindspore_checkpoint(state, path):
+    """Write ``name -> array`` as a MindSpore .ckpt atomically (float arrays as float32)."""
+    import mindspore as ms
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}.ckpt")
+    items = [{"name": k, "data": ms.Tensor(v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v)}
+             for k, v in state.items()]
+    try:
+        ms.save_checkpoint(items, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # MindSpore writes 0400; a user expects an ordinary file
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_yaml(cfg, path):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=None)
+    os.replace(tmp, path)
+
+
+def convert_weights(source, target, config=None, config_out=None, to="mindspore"):
+    """Convert ``source`` (file or diffusers folder) to ``target``; returns a one-line summary.
+
+    to="mindspore": our .ckpt (MindONE names); to="diffusers": one .safetensors with diffusers names
+    under ``unet.``/``vae.``/``text_encoder.`` (readable back by read_state_dict / load_model).
+    """
+    if not os.path.exists(source):
+        raise UserError(f"source not found: {source}")
+    if to not in ("mindspore", "diffusers"):
+        raise UserError(f"--to must be mindspore or diffusers, got {to!r}")
+    if os.path.isdir(source) and not is_diffusers_folder(source):
+        raise UserError(f"{source} is a folder but not a diffusers one (needs unet/, vae/, text_encoder/)")
+    state = checkpoint.read_state_dict(source)
+    cfg = _source_config(source, config, state)
+    layout = checkpoint.detect_layout(state)
+    ours = _checked_mindone_state(state, cfg)
+    if to == "mindspore":
+        save_mindspore_checkpoint(ours, target)
+    else:
+        exported = checkpoint.convert_mindone_to_diffusers(ours, cfg)
+        write_safetensors(exported, target, metadata={"format": "pt", "layout": "diffusers-single-file"})
+    if config_out:
+        write_yaml(cfg, config_out)
+    return (f"converted {source} ({layout} layout, {len(ours)} parameters) -> {target} ({to})"
+            + (f"; config -> {config_out}" if config_out else ""))
+
+
+__all__ = ["convert_weights", "save_mindspore_checkpoint", "write_yaml", "CheckpointError"]

@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Convert Stable Diffusion weights between layouts, without PyTorch.
+
+  to our MindSpore .ckpt (MindONE names):
+    python scripts/convert_weights.py --source SD_FOLDER_OR_FILE --target out.ckpt [--config CFG] [--config_out out.yaml]
+  back to diffusers names (one .safetensors with unet./vae./text_encoder. prefixes):
+    python scripts/convert_weights.py --source ours.ckpt --config CFG --target out.safetensors --to diffusers
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ldm.errors import UserError, run_cli  # noqa: E402
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description="Convert Stable Diffusion 1.x/2.x weights (Stability/CompVis .ckpt or .safetensors, "
+                    "diffusers folder, MindSpore .ckpt) to our MindSpore checkpoint, or back to diffusers names. "
+                    "The result is checked by loading it into the model the config describes.")
+    p.add_argument("--source", required=True,
+                   help="input: a diffusers folder (unet/ vae/ text_encoder/ with config.json files), or a "
+                        "Stability/CompVis .ckpt/.safetensors, or a MindSpore .ckpt (MindONE names)")
+    p.add_argument("--target", required=True,
+                   help="output file, written atomically: a MindSpore .ckpt (--to mindspore) or a .safetensors "
+                        "(--to diffusers)")
+    p.add_argument("--config", default=None,
+                   help="model YAML describing the weights (e.g. configs/v2-vpred-inference.yaml); required for "
+                        "single-file sources, optional for a diffusers folder (derived from its config files)")
+    p.add_argument("--config_out", default=None,
+                   help="also write the model YAML used (for a diffusers folder: the one derived from it)")
+    p.add_argument("--to", choices=("mindspore", "diffusers"), default="mindspore",
+                   help="mindspore: our .ckpt with MindONE parameter names (default); diffusers: one "
+                        ".safetensors with diffusers/transformers names under unet./vae./text_encoder.")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from ldm.convert.convert_weights import convert_weights
+    summary = convert_weights(args.source, args.target, config=args.config, config_out=args.config_out,
+                              to=args.to)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
