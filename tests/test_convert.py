@@ -88,7 +88,7 @@ def test_safetensors_bf16_and_fp16(tmp_path):
     write_safetensors({"h": np.array([1.5, -2.0], np.float16)}, path)
     assert read_weight_file(path)["h"].dtype == np.float16
     # bf16 (numpy has no such dtype): the top 16 bits of float32, widened back on read
-    values = np.array([1.5, -2.25, 3.0e3], np.float32)
+    values = np.array([1.5, -2.25, 3072.0], np.float32)  # exact in bf16
     raw = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
     header = json.dumps({"b": {"dtype": "BF16", "shape": [3], "data_offsets": [0, len(raw)]}}).encode()
     bf16 = tmp_path / "b.safetensors"
