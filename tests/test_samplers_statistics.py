@@ -1,5 +1,5 @@
 """DDPM and DDIM with 1000 steps on Gaussian data, with the exact model, must reproduce the exact
-distribution at the level they stop at: mean and variance within sampling error (20k samples/channel,
+distribution at the level they stop at: mean and variance within sampling error (12k samples/channel,
 data std 0.8-1.5 like SD's unit-variance latents).
 
 DDPM's reverse kernel uses the posterior variance for a *known* x0 ("fixed_small"), so its output
@@ -21,7 +21,7 @@ import pytest
 from ldm.diffusion.analytic import GaussianData
 from ldm.diffusion.samplers import get_sampler
 
-N = 20000
+N = 12000
 MU = np.array([0.5, -1.0, 0.0, 2.0]).reshape(1, 4, 1, 1)
 STD = np.array([0.8, 1.0, 1.2, 1.5]).reshape(1, 4, 1, 1)
 Z_MAX = 4.5
@@ -33,10 +33,10 @@ SETUPS = {
 }
 
 
-def _run(name, setup="sd_eps", model_type=None, noise_fn=None, std=STD):
+def _run(name, setup="sd_eps", model_type=None, noise_fn=None, std=STD, n=N):
     sampler = get_sampler(name, **SETUPS[setup])
     data = GaussianData(MU, std, sampler._train_sigmas())
-    x_T = np.random.default_rng(1).standard_normal((N, 4, 1, 1))
+    x_T = np.random.default_rng(1).standard_normal((n, 4, 1, 1))
     if setup == "sd_eps":
         mean_T, var_T = data.marginal(sampler.schedule.alphas_cumprod[-1])
         x_T = mean_T + np.sqrt(var_T) * x_T
@@ -47,8 +47,9 @@ def _run(name, setup="sd_eps", model_type=None, noise_fn=None, std=STD):
 
 
 def _z_scores(x, mean, var):
-    z_mean = (x.mean(0) - mean) / np.sqrt(var / N)
-    z_var = (x.var(0, ddof=1) - var) / (var * np.sqrt(2.0 / (N - 1)))
+    n = len(x)
+    z_mean = (x.mean(0) - mean) / np.sqrt(var / n)
+    z_var = (x.var(0, ddof=1) - var) / (var * np.sqrt(2.0 / (n - 1)))
     return z_mean, z_var
 
 
@@ -62,15 +63,15 @@ def test_1000_steps_reach_exact_gaussian(name, setup):
 
 
 def test_ddpm_without_noise_fails_the_check():
-    x, mean, var = _run("ddpm", noise_fn=lambda like: np.zeros(like.shape))
+    x, mean, var = _run("ddpm", noise_fn=lambda like: np.zeros(like.shape), n=2000)
     z_mean, z_var = _z_scores(x, mean, var)
-    assert np.abs(z_var).max() > 10 * Z_MAX
+    assert np.abs(z_var).max() > 4 * Z_MAX
 
 
 def test_ddim_with_wrong_prediction_type_fails_the_check():
-    x, mean, var = _run("ddim", "zero_snr_v", model_type="x0")
+    x, mean, var = _run("ddim", "zero_snr_v", model_type="x0", n=2000)
     z_mean, z_var = _z_scores(x, mean, var)
-    assert max(np.abs(z_mean).max(), np.abs(z_var).max()) > 10 * Z_MAX
+    assert max(np.abs(z_mean).max(), np.abs(z_var).max()) > 4 * Z_MAX
 
 
 def test_ddpm_small_std_matches_exact_chain_recursion():

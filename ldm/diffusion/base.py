@@ -34,7 +34,7 @@ class NoiseSource:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, like):
-        return xp.like(self.rng.standard_normal(tuple(like.shape)).astype(np.float32), like)
+        return xp.like(self.rng.standard_normal(tuple(like.shape), dtype=np.float32), like)
 
 
 class StepOutput(tuple):
