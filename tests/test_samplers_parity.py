@@ -118,9 +118,12 @@ def test_parity_own_float64_schedule(name, k):
     _check(case, ts, xs, latents, final, sampler, 1e-4, t_tol=5e-3)
 
 
-@pytest.mark.parametrize("name", SAMPLER_NAMES)
-def test_parity_with_mindspore_tensors(name):
-    """Same step math on MindSpore Tensors (what the pipeline passes), first two cases (eps and v)."""
-    for k in (0, 1):
-        sampler, case, ts, xs, latents, final = _run(name, k, to_tensor=ms.Tensor)
-        _check(case, ts, xs, latents, final, sampler, 1e-5)
+# first two cases (eps and v) of every sampler, and DDIM's eta / clip / dynamic-thresholding cases
+MS_CASES = [(name, k) for name in SAMPLER_NAMES for k in (0, 1)] + [("ddim", 8), ("ddim", 10), ("ddim", 11)]
+
+
+@pytest.mark.parametrize("name,k", MS_CASES)
+def test_parity_with_mindspore_tensors(name, k):
+    """Same step math on MindSpore Tensors (what the pipeline passes)."""
+    sampler, case, ts, xs, latents, final = _run(name, k, to_tensor=ms.Tensor)
+    _check(case, ts, xs, latents, final, sampler, 1e-5)

@@ -28,7 +28,6 @@ SAMPLERS = {
     "lms": (LMSSampler, {}),
 }
 SAMPLER_NAMES = tuple(SAMPLERS)
-_ALIASES = {"order": None}   # 'order' means solver_order for the solver families, LMS keeps its own
 
 
 def get_sampler(name, **overrides):
