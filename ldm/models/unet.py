@@ -70,11 +70,11 @@ class Upsample(nn.Cell):
         return self.conv(upsample_nearest2x(x))
 
 
-class TimestepEmbedSequential(nn.CellList):
+class TimestepEmbedSequential(nn.SequentialCell):
     """Blocks applied in order, each called as ``block(x, emb, context)``; child names are 0, 1, 2."""
 
     def construct(self, x, emb, context):
-        for block in self:
+        for block in self.cell_list:
             x = block(x, emb, context)
         return x
 
@@ -178,12 +178,13 @@ class UNetModel(nn.Cell):
         h = x.astype(self.dtype)
         if context is not None:
             context = context.astype(self.dtype)
-        skips = []
+        skips = ()
         for block in self.input_blocks:
             h = block(h, emb, context)
-            skips.append(h)
+            skips = skips + (h,)
         h = self.middle_block(h, emb, context)
-        for block in self.output_blocks:
-            h = ops.cat([h, skips.pop()], axis=1)
+        n = len(skips)
+        for i, block in enumerate(self.output_blocks):
+            h = ops.cat((h, skips[n - 1 - i]), axis=1)
             h = block(h, emb, context)
         return self.out(h).astype(ms.float32)
