@@ -16,6 +16,7 @@ and its stochastic-sampler noise from its own generator, so an image does not de
 it was generated in (resumed runs and different --n_samples give the same pictures).
 """
 import dataclasses
+import logging
 import os
 
 import mindspore as ms
@@ -25,6 +26,8 @@ from mindspore import nn, ops
 from ldm.errors import UserError
 from ldm.io.images import check_image_size, from_uint8, to_uint8
 from ldm.util import load_config
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- the compiled model call
@@ -106,7 +109,7 @@ class GenerationResult:
 class Text2ImagePipeline:
     """A LatentDiffusion model plus the sampling loop; see the module docstring."""
 
-    def __init__(self, model, config=None, ckpt_path=None):
+    def __init__(self, model, config=None, ckpt_path=None, compile=True):
         self.model = model
         self.config = config or {}
         self.ckpt_path = ckpt_path
@@ -115,8 +118,9 @@ class Text2ImagePipeline:
         self.latent_channels, self.latent_factor = self._latent_geometry()
         self._guided = GuidedDenoiser(model)
         self._plain = PlainDenoiser(model)
-        self._guided_jit = ms.jit(self._guided.construct)
-        self._plain_jit = ms.jit(self._plain.construct)
+        self.compiled = bool(compile)
+        self._guided_call = ms.jit(self._guided.construct) if compile else self._guided
+        self._plain_call = ms.jit(self._plain.construct) if compile else self._plain
 
     @classmethod
     def from_config(cls, config, ckpt_path=None, lora_path=None, lora_scale=1.0):
@@ -235,13 +239,26 @@ class Text2ImagePipeline:
             t = ms.Tensor(np.full((n,), float(smp.timesteps[i]), dtype=np.float32))
             x_in = smp.scale_model_input(x, i)
             if guided:
-                out = self._guided_jit(x_in, t, context, scale_t, rescale_t)
+                out = self._run_model("_guided_call", x_in, t, context, scale_t, rescale_t)
             else:
-                out = self._plain_jit(x_in, t, context)
+                out = self._run_model("_plain_call", x_in, t, context)
             x, pred_x0 = smp.step(out, i, x, noise_fn)
             if intermediates_every and pred_x0 is not None and (i - start + 1) % intermediates_every == 0:
                 intermediates.append((i, self.decode(pred_x0)))
         return GenerationResult(self.decode(x), seeds, intermediates, x.asnumpy())
+
+    def _run_model(self, which, *args):
+        """The (compiled) denoiser call; if graph compilation fails, warn once and run it eagerly."""
+        try:
+            return getattr(self, which)(*args)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            if not self.compiled:
+                raise
+            logger.warning("ms.jit could not compile the UNet call (%s); running it in PyNative mode, "
+                           "which is slower", str(exc).strip().splitlines()[0][:200])
+            self.compiled = False
+            self._guided_call, self._plain_call = self._guided, self._plain
+            return getattr(self, which)(*args)
 
     def _start(self, smp, noise, seeds, init_image, strength, width, height, steps):
         """(first latent, index of the first model call): pure noise, or a noised encoded image."""

@@ -1,0 +1,82 @@
+"""ldm.pipeline pieces that do not need a real model: guidance (compiled == eager == the formula),
+per-image randomness independent of batching, argument checks."""
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn
+
+from ldm.errors import UserError
+from ldm.pipeline import GuidedDenoiser, PerImageNoise, Text2ImagePipeline, initial_noise, rescale_guidance
+
+
+class ToyModel(nn.Cell):
+    """apply_model(x, t, context): a conv of x scaled by t plus a context-dependent per-sample term."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, pad_mode="pad", padding=1, has_bias=True)
+
+    def apply_model(self, x, t, context):
+        return self.conv(x) * t.reshape(-1, 1, 1, 1) * context.mean(axis=(1, 2)).reshape(-1, 1, 1, 1)
+
+
+def numpy_guidance(uncond, cond, scale, phi):
+    """diffusers: noise_cfg = uncond + s (cond - uncond); rescale_noise_cfg with torch's unbiased std."""
+    guided = uncond + scale * (cond - uncond)
+    if phi:
+        axes = (1, 2, 3)
+        ratio = cond.std(axis=axes, keepdims=True, ddof=1) / guided.std(axis=axes, keepdims=True, ddof=1)
+        guided = phi * guided * ratio + (1 - phi) * guided
+    return guided
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.7])
+def test_guided_denoiser_compiled_eager_and_formula_agree(phi):
+    rng = np.random.default_rng(0)
+    model = ToyModel()
+    x = ms.Tensor(rng.standard_normal((2, 4, 8, 8)).astype(np.float32))
+    t = ms.Tensor(np.array([999.0, 999.0], np.float32))
+    context = ms.Tensor(rng.standard_normal((4, 77, 8)).astype(np.float32) + 1.0)
+    scale = ms.Tensor(7.5, ms.float32)
+    rescale = ms.Tensor(phi, ms.float32) if phi else None
+    den = GuidedDenoiser(model)
+    eager = den(x, t, context, scale, rescale).asnumpy()
+    compiled = ms.jit(den.construct)(x, t, context, scale, rescale).asnumpy()
+    out = model.apply_model(ms.ops.cat((x, x)), ms.ops.cat((t, t)), context).asnumpy()
+    expected = numpy_guidance(out[:2], out[2:], 7.5, phi)
+    np.testing.assert_allclose(eager, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(compiled, expected, rtol=1e-5, atol=1e-4)
+    if phi:
+        assert np.abs(expected - numpy_guidance(out[:2], out[2:], 7.5, 0.0)).max() > 1e-2
+
+
+def test_rescale_guidance_matches_formula():
+    rng = np.random.default_rng(1)
+    g, c = rng.standard_normal((2, 3, 2, 2, 2)).astype(np.float32)
+    c = 0.3 * c
+    got = rescale_guidance(ms.Tensor(g), ms.Tensor(c), 0.5).asnumpy()
+    ratio = c.std(axis=(1, 2, 3), keepdims=True, ddof=1) / g.std(axis=(1, 2, 3), keepdims=True, ddof=1)
+    np.testing.assert_allclose(got, 0.5 * g * ratio + 0.5 * g, rtol=1e-5)
+
+
+def test_randomness_is_per_image():
+    """Image j's start noise and sampler noise depend on its seed only, not on its batch."""
+    assert np.array_equal(initial_noise([10, 11], (4, 2, 2))[1], initial_noise([11], (4, 2, 2))[0])
+    like = ms.Tensor(np.zeros((2, 4, 2, 2), np.float32))
+    pair = PerImageNoise([10, 11])(like).asnumpy()
+    alone = PerImageNoise([11])(like[:1]).asnumpy()
+    assert np.array_equal(pair[1], alone[0])
+    assert not np.array_equal(pair[0], pair[1])
+    assert not np.array_equal(alone[0], initial_noise([11], (4, 2, 2))[0])   # separate streams
+
+
+def test_argument_checks():
+    with pytest.raises(UserError, match="multiple of 8"):
+        Text2ImagePipeline.check_size(60, 64)
+    prompts, negatives = Text2ImagePipeline._prompt_lists("a", None, 3, None)
+    assert prompts == ["a"] * 3 and negatives == [""] * 3
+    with pytest.raises(UserError, match="negative prompts"):
+        Text2ImagePipeline._prompt_lists(["a", "b"], ["x"], None, None)
+    assert Text2ImagePipeline._seeds(5, None, 3) == [5, 6, 7]
+    with pytest.raises(UserError, match="seeds"):
+        Text2ImagePipeline._seeds(None, [1], 2)
