@@ -90,3 +90,23 @@ def test_graph_mode_equals_pynative():
     compiled = ms.jit(encoder.construct)
     out = compiled(ms.Tensor(ref["ids"], ms.int32)).asnumpy()
     assert np.abs(out - ref["last_hidden_state"]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("version,params", [
+    ("v1", dict(width=768, layers=12, heads=12, use_quick_gelu=True)),
+    ("v2", dict(width=1024, layers=23, heads=16, use_quick_gelu=False)),
+])
+def test_names_and_shapes_equal_mindone_lists(version, params):
+    from mindspore.nn.utils import no_init_parameters
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "mindone_names", f"mindspore_{version}.txt")
+    prefix = "cond_stage_model."
+    with open(path) as f:
+        want = {}
+        for line in f:
+            name, shape, _ = line.strip().split("#")
+            if name.startswith(prefix):
+                want[name[len(prefix):]] = tuple(int(d) for d in shape.strip("()").split(",") if d.strip())
+    with no_init_parameters():
+        encoder = FrozenCLIPEmbedder(context_length=77, vocab_size=49408, **params)
+    got = {p.name: tuple(p.shape) for p in encoder.get_parameters()}
+    assert got == want
