@@ -129,3 +129,20 @@ def test_gradient_accumulation_equals_larger_batch(workspace, tmp_path):
     acc = final(tmp_path / "acc", "--train_batch_size", "2", "--gradient_accumulation_steps", "2")
     for k in big:
         np.testing.assert_allclose(acc[k], big[k], atol=1e-6, err_msg=k)
+
+
+def test_validation_images_are_written(tmp_path):
+    import argparse
+    from ldm.models.latent_diffusion import build_model
+    from ldm.train.validation import sample_validation_images
+    from ldm.util import load_config
+    config = load_config(os.path.join(REPO, "configs", "tiny-v2-vpred.yaml"))
+    ms.set_seed(0)
+    model = build_model(config)
+    cfg = argparse.Namespace(validation_prompts=["a red circle", "a blue square"], image_size=32,
+                             validation_sampling_steps=2, validation_sampler="ddim", validation_guidance_scale=3.0,
+                             seed=1, rescale_zero_snr=False, output_path=str(tmp_path), jit=False)
+    paths = sample_validation_images(model, cfg, config, "v", 5)
+    assert [os.path.basename(p) for p in paths] == ["step5_0.png", "step5_1.png"]
+    from PIL import Image
+    assert Image.open(paths[0]).size == (32, 32)

@@ -152,6 +152,8 @@ class TrainRun:
         self.model, self.model_config = build_training_model(cfg)
         self.model.set_train(False)  # no dropout: training here is deterministic given the seed
         self.prediction_type = resolve_prediction_type(cfg, self.model, self.model_config)
+        if hasattr(self.model, "prediction_type"):
+            self.model.prediction_type = self.prediction_type  # what samplers of this model must assume
         params = model_section(self.model_config).get("params", {})
         self.schedule = NoiseSchedule.from_model_params(params, rescale_zero_snr=cfg.rescale_zero_snr)
         self.trainable = select_trainable(cfg, self.model)
@@ -346,7 +348,7 @@ class TrainRun:
         if cfg.validation_steps and step % cfg.validation_steps == 0 and self.is_main:
             from ldm.train.validation import sample_validation_images
             with (self.ema.swapped() if self.ema is not None else _nullcontext()):
-                sample_validation_images(self.model, cfg, self.schedule, self.prediction_type, step)
+                sample_validation_images(self.model, cfg, self.model_config, self.prediction_type, step)
 
 
 class _nullcontext:
