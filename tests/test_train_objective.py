@@ -172,3 +172,19 @@ def test_bad_input_is_one_line_and_nonzero_exit(tmp_path, case):
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     expected = {"missing_data": "nope", "bad_csv": "dir, text", "unknown_key": "learning_rate"}[case]
     assert expected in lines[0]
+
+
+def test_shipped_recipes_parse():
+    from ldm.train.config import read_recipe
+    folder = os.path.join(REPO, "configs", "train")
+    recipes = {name: read_recipe(os.path.join(folder, name)) for name in sorted(os.listdir(folder))
+               if name.endswith(".yaml")}
+    assert {"train_config_vanilla_v2_vpred.yaml", "train_config_vanilla_v2.yaml", "train_config_lora_v2_vpred.yaml",
+            "train_config_tiny_vpred.yaml"} <= set(recipes)
+    assert recipes["train_config_vanilla_v2_vpred.yaml"]["prediction_type"] == "v"
+    assert recipes["train_config_vanilla_v2_vpred.yaml"]["image_size"] == 768
+    assert recipes["train_config_vanilla_v2.yaml"]["prediction_type"] == "eps"
+    assert recipes["train_config_vanilla_v2.yaml"]["image_size"] == 512
+    assert recipes["train_config_lora_v2_vpred.yaml"]["use_lora"] is True
+    for recipe in recipes.values():
+        assert os.path.isfile(os.path.join(REPO, recipe["model_config"])) or "v2" in recipe["model_config"]
