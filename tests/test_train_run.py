@@ -146,3 +146,14 @@ def test_validation_images_are_written(tmp_path):
     assert [os.path.basename(p) for p in paths] == ["step5_0.png", "step5_1.png"]
     from PIL import Image
     assert Image.open(paths[0]).size == (32, 32)
+
+
+def test_cache_latents_trains_and_matches_uncached_first_step(workspace, tmp_path):
+    """Without random crop/flip the cached and uncached runs see the same data: same first loss."""
+    def first_loss(out, cache):
+        cfg = parse_config(_args(workspace, out, "--max_steps", "2", "--cache_latents", str(cache), "--jit", "False"))
+        run = TrainRun(cfg)
+        run.run()
+        return [float(r.split(",")[2]) for r in open(out / "metrics.csv").read().split()[1:]]
+    cached, plain = first_loss(tmp_path / "c", True), first_loss(tmp_path / "p", False)
+    np.testing.assert_allclose(cached, plain, rtol=1e-5)
