@@ -192,3 +192,22 @@ def test_noise_level_matches_model_input_scaling(name):
 def test_zero_snr_with_eps_model_is_refused(name):
     with pytest.raises(ValueError, match="prediction_type='v'|zero-terminal-SNR"):
         get_sampler(name, prediction_type="eps", rescale_zero_snr=True, timestep_spacing="trailing").set_timesteps(10)
+
+
+@pytest.mark.parametrize("name", ["plms", "dpm_solver_3m", "uni_pc", "heun", "lms"])
+def test_manual_loop_reuse_gives_same_result(name):
+    """The diffusers-style loop (scale_model_input / step) twice on one object, no set_timesteps between:
+    multistep history must not leak from the first run into the second."""
+    sampler = get_sampler(name)
+    data = GaussianData(MU, STD, sampler._train_sigmas())
+    model = data.model("eps")
+    x_T = np.random.default_rng(0).standard_normal((2, 4, 2, 2)).astype(np.float32)
+    sampler.set_timesteps(7)
+    runs = []
+    for _ in range(2):
+        x = x_T * sampler.init_noise_sigma
+        for i, t in enumerate(sampler.timesteps):
+            x, _ = sampler.step(model(sampler.scale_model_input(x, i), float(t)), i, x)
+        runs.append(x)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_allclose(runs[0], sampler.sample(model, x_T), atol=1e-6)

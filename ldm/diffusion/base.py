@@ -129,6 +129,17 @@ class Sampler:
         return x if scale == 1.0 else xp.scalar(scale) * x
 
     def step(self, model_output, i, sample, noise_fn=None):
+        """One update after model call i -> StepOutput(prev_sample, pred_x0). Calls must come in order;
+        an index that does not follow the previous one (0, or a restart such as img2img's first call)
+        starts a new trajectory, so multistep history never leaks between runs."""
+        if self.timesteps is None:
+            raise ValueError(f"{self.name}: call set_timesteps(n) before step()")
+        if i == 0 or self._state.get("last_i", i - 1) != i - 1:
+            self._state = {}
+        self._state["last_i"] = i
+        return self._step(model_output, i, sample, noise_fn)
+
+    def _step(self, model_output, i, sample, noise_fn=None):
         raise NotImplementedError
 
     def noise_level(self, i):

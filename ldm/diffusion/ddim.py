@@ -45,7 +45,7 @@ class DDIMSampler(Sampler):
                                     c_eps=np.sqrt(max(1.0 - a_prev - std ** 2, 0.0)), std=std))
             self.final_alpha_cumprod = float(a_prev)
 
-    def step(self, model_output, i, sample, noise_fn=None):
+    def _step(self, model_output, i, sample, noise_fn=None):
         c = self._coefs[i]
         x0 = self._postprocess_x0(combine([(c["x0"][0], sample), (c["x0"][1], model_output)]))
         if self.use_clipped_model_output:

@@ -35,7 +35,7 @@ class DDPMSampler(Sampler):
             self._coefs.append((self._x0_coefficients(np.sqrt(a_t), np.sqrt(1.0 - a_t)), c_x0, c_xt, std))
         self.final_alpha_cumprod = 1.0
 
-    def step(self, model_output, i, sample, noise_fn=None):
+    def _step(self, model_output, i, sample, noise_fn=None):
         (cx, co), c_x0, c_xt, std = self._coefs[i]
         x0 = self._postprocess_x0(combine([(cx, sample), (co, model_output)]))
         prev = combine([(c_x0, x0), (c_xt, sample)])

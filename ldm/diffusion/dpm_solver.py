@@ -159,7 +159,7 @@ class DPMSolverMultistepSampler(_DPMSolverBase):
                 self._updates.append(_finite(self.name, i, A, B, C))
         self.final_alpha_cumprod = float(alpha[-1] ** 2)
 
-    def step(self, model_output, i, sample, noise_fn=None):
+    def _step(self, model_output, i, sample, noise_fn=None):
         m = self._convert(model_output, sample, i)
         hist = self._state.setdefault("outputs", [])
         hist[:] = hist[-2:] + [m]
@@ -238,7 +238,7 @@ class DPMSolverSinglestepSampler(_DPMSolverBase):
                 self._updates.append((order,) + _finite(self.name, i, A, B, C))
         self.final_alpha_cumprod = float(alpha[-1] ** 2)
 
-    def step(self, model_output, i, sample, noise_fn=None):
+    def _step(self, model_output, i, sample, noise_fn=None):
         m = self._convert(model_output, sample, i)
         hist = self._state.setdefault("outputs", [])
         hist[:] = hist[-2:] + [m]

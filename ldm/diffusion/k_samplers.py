@@ -75,7 +75,7 @@ class EulerSampler(_KSampler):
             self._steps.append(dict(gamma=gamma, churn=np.sqrt(max(s_hat ** 2 - s ** 2, 0.0)) * self.s_noise,
                                     cx=cx, co=co, r=(s_next - s_hat) / s_hat))
 
-    def step(self, model_output, i, sample, noise_fn=None):
+    def _step(self, model_output, i, sample, noise_fn=None):
         c = self._steps[i]
         if c["gamma"] > 0:
             sample = sample + float(c["churn"]) * self._draw(noise_fn, sample)
@@ -104,7 +104,7 @@ class EulerAncestralSampler(_KSampler):
             cx, co = self._x0_coefs_ve(s)
             self._steps.append(dict(cx=cx, co=co, r=(s_down - s) / s, up=s_up))
 
-    def step(self, model_output, i, sample, noise_fn=None):
+    def _step(self, model_output, i, sample, noise_fn=None):
         c = self._steps[i]
         x0 = combine([(c["cx"], sample), (c["co"], model_output)])
         prev = combine([(1.0 + c["r"], sample), (-c["r"], x0)])
@@ -135,7 +135,7 @@ class HeunSampler(_KSampler):
                 s = sig[k]
                 self._calls.append(dict(first=False, x0=self._x0_coefs_ve(s), s=s))
 
-    def step(self, model_output, i, sample, noise_fn=None):
+    def _step(self, model_output, i, sample, noise_fn=None):
         c = self._calls[i]
         x0 = self._postprocess_x0(combine([(c["x0"][0], sample), (c["x0"][1], model_output)]))
         st = self._state
@@ -144,8 +144,7 @@ class HeunSampler(_KSampler):
             st.update(d=d, dt=c["dt"], start=sample)
             return StepOutput(combine([(1.0, sample), (c["dt"], d)]), x0)
         d = combine([(1.0 / c["s"], sample), (-1.0 / c["s"], x0)])
-        prev = combine([(1.0, st["start"]), (0.5 * st["dt"], st["d"]), (0.5 * st["dt"], d)])
-        st.clear()
+        prev = combine([(1.0, st.pop("start")), (0.5 * st["dt"], st.pop("d")), (0.5 * st.pop("dt"), d)])
         return StepOutput(prev, x0)
 
 
@@ -166,7 +165,7 @@ class LMSSampler(_KSampler):
             coefs = [lms_coefficient(sig, i, order, k) for k in range(order)]
             self._steps.append(dict(x0=self._x0_coefs_ve(sig[i]), s=sig[i], coefs=coefs))
 
-    def step(self, model_output, i, sample, noise_fn=None):
+    def _step(self, model_output, i, sample, noise_fn=None):
         c = self._steps[i]
         x0 = combine([(c["x0"][0], sample), (c["x0"][1], model_output)])
         d = combine([(1.0 / c["s"], sample), (-1.0 / c["s"], x0)])

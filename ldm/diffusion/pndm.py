@@ -41,7 +41,7 @@ class PLMSSampler(Sampler):
                                        call_alpha=np.sqrt(a_call), call_sigma=np.sqrt(1.0 - a_call)))
             self.final_alpha_cumprod = float(a_prev)
 
-    def step(self, model_output, i, sample, noise_fn=None):
+    def _step(self, model_output, i, sample, noise_fn=None):
         st = self._state
         ets = st.setdefault("ets", [])
         c = self._transfer[i]

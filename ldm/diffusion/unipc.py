@@ -109,7 +109,7 @@ class UniPCSampler(Sampler):
         W[1] -= -K * B_h * rhos[-1]
         return _check(i, A, W)
 
-    def step(self, model_output, i, sample, noise_fn=None):
+    def _step(self, model_output, i, sample, noise_fn=None):
         cx, co = self._convert_coefs[i]
         m = combine([(cx, sample), (co, model_output)])
         if self.predict_x0:
