@@ -116,11 +116,12 @@ class Text2ImagePipeline:
         model.set_train(False)
         self.prediction_type = getattr(model, "prediction_type", "eps")
         self.latent_channels, self.latent_factor = self._latent_geometry()
-        self._guided = GuidedDenoiser(model)
-        self._plain = PlainDenoiser(model)
-        self.compiled = bool(compile)
-        self._guided_call = ms.jit(self._guided.construct) if compile else self._guided
-        self._plain_call = ms.jit(self._plain.construct) if compile else self._plain
+        # every network call compiled once per input shape (ms.jit); eager versions kept as fallback
+        self._eager = dict(guided=GuidedDenoiser(model), plain=PlainDenoiser(model),
+                           text=model.get_learned_conditioning, decode=model.decode_first_stage,
+                           encode=model.encode_first_stage)
+        self._calls = {name: (ms.jit(fn.construct if isinstance(fn, nn.Cell) else fn) if compile else fn)
+                       for name, fn in self._eager.items()}
 
     @classmethod
     def from_config(cls, config, ckpt_path=None, lora_path=None, lora_scale=1.0):
@@ -173,16 +174,16 @@ class Text2ImagePipeline:
         """Context for the UNet: (N,77,D), or (2N,77,D) with the negative prompts' embeddings first."""
         texts = list(prompts) if negative_prompts is None else list(negative_prompts) + list(prompts)
         tokens = ms.Tensor(np.asarray(self.model.tokenize(texts), dtype=np.int32))
-        return self.model.get_learned_conditioning(tokens)
+        return self._run("text", tokens)
 
     # ---- images <-> latents
     def decode(self, z):
         """Latents (N,C,h,w) -> uint8 images (N,H,W,3)."""
-        return to_uint8(self.model.decode_first_stage(z).asnumpy())
+        return to_uint8(self._run("decode", z).asnumpy())
 
     def encode_images(self, images, seeds):
         """uint8 (N,H,W,3) -> scaled latents, sampling the VAE posterior with per-image noise."""
-        mean, logvar = self.model.encode_first_stage(ms.Tensor(from_uint8(images)))
+        mean, logvar = self._run("encode", ms.Tensor(from_uint8(images)))
         noise = initial_noise([s + 7919 for s in seeds], tuple(mean.shape[1:]))
         return self.model.get_first_stage_encoding(mean, logvar, ms.Tensor(noise))
 
@@ -239,26 +240,26 @@ class Text2ImagePipeline:
             t = ms.Tensor(np.full((n,), float(smp.timesteps[i]), dtype=np.float32))
             x_in = smp.scale_model_input(x, i)
             if guided:
-                out = self._run_model("_guided_call", x_in, t, context, scale_t, rescale_t)
+                out = self._run("guided", x_in, t, context, scale_t, rescale_t)
             else:
-                out = self._run_model("_plain_call", x_in, t, context)
+                out = self._run("plain", x_in, t, context)
             x, pred_x0 = smp.step(out, i, x, noise_fn)
             if intermediates_every and pred_x0 is not None and (i - start + 1) % intermediates_every == 0:
                 intermediates.append((i, self.decode(pred_x0)))
         return GenerationResult(self.decode(x), seeds, intermediates, x.asnumpy())
 
-    def _run_model(self, which, *args):
-        """The (compiled) denoiser call; if graph compilation fails, warn once and run it eagerly."""
+    def _run(self, name, *args):
+        """A (compiled) network call; if graph compilation fails, warn once and run that call eagerly."""
+        fn = self._calls[name]
         try:
-            return getattr(self, which)(*args)
+            return fn(*args)
         except (ValueError, TypeError, RuntimeError) as exc:
-            if not self.compiled:
+            if fn is self._eager[name]:
                 raise
-            logger.warning("ms.jit could not compile the UNet call (%s); running it in PyNative mode, "
-                           "which is slower", str(exc).strip().splitlines()[0][:200])
-            self.compiled = False
-            self._guided_call, self._plain_call = self._guided, self._plain
-            return getattr(self, which)(*args)
+            logger.warning("ms.jit could not compile the %s call (%s); running it in PyNative mode, which is "
+                           "slower", name, str(exc).strip().splitlines()[0][:200])
+            self._calls[name] = self._eager[name]
+            return self._eager[name](*args)
 
     def _start(self, smp, noise, seeds, init_image, strength, width, height, steps):
         """(first latent, index of the first model call): pure noise, or a noised encoded image."""
