@@ -218,13 +218,14 @@ def load_model(config, ckpt_path=None, strict=True):
     from ldm.util import load_config
 
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
-    model = build_model(cfg)
     if ckpt_path is None:
-        return model
+        return build_model(cfg)
     if not os.path.exists(ckpt_path):
         raise CheckpointError(f"checkpoint not found: {ckpt_path}")
     state = read_state_dict(ckpt_path)
     state, unexpected = convert_to_mindone(state, cfg)
+    # strict loading sets every parameter, so skip the (slow, large) random initialisation
+    model = build_model(cfg, lazy_init=strict)
     load_params_into(model, state, strict=strict, unexpected=unexpected)
     model.set_train(False)
     return model
