@@ -73,6 +73,19 @@ def test_reads_torch_zip_legacy_and_safetensors():
         np.testing.assert_array_equal(zip_state["cond_stage_model.transformer." + name], value)
 
 
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_torch_file_tensor_kinds(fmt):
+    """fp16/bf16/f64/int64/bool/0-d tensors, non-contiguous views, storage offsets, shared storages."""
+    from ldm.convert.torch_pickle import load_torch_file
+    obj = load_torch_file(os.path.join(TEXT, f"torch_formats_{fmt}.pt"))
+    assert obj["epoch"] == 3 and obj["hparams"] == {"lr": 1e-4, "names": ["a", "b"]}
+    with np.load(os.path.join(TEXT, "torch_formats_expected.npz")) as expected:
+        for name in expected.files:
+            got = obj["state_dict"][name]
+            assert got.dtype == expected[name].dtype and got.shape == expected[name].shape, name
+            np.testing.assert_array_equal(got, expected[name])
+
+
 def test_mindspore_checkpoint_round_trip(tmp_path):
     state = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b.gamma": np.ones(4, np.float32)}
     path = str(tmp_path / "x.ckpt")
