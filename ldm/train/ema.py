@@ -13,6 +13,14 @@ import contextlib
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
+_ema_update = ops.MultitypeFuncGraph("ema_update")
+
+
+@_ema_update.register("Tensor", "Tensor", "Tensor")
+def _ema_one(decay, shadow, param):
+    ops.assign(shadow, shadow - (1.0 - decay) * (shadow - param))
+    return True
+
 
 class EMA(nn.Cell):
     def __init__(self, params, decay=0.9999):
@@ -20,6 +28,7 @@ class EMA(nn.Cell):
         self.params = ParameterTuple(params)
         self.shadow = self.params.clone(prefix="ema", init="same")
         self.decay = float(decay)
+        self.hyper_map = ops.HyperMap()
         self.num_updates = Parameter(Tensor(0, ms.int32), name="ema_num_updates", requires_grad=False)
 
     def construct(self):
@@ -30,8 +39,7 @@ class EMA(nn.Cell):
         ops.assign(self.num_updates, n)
         nf = ops.cast(n, ms.float32)
         decay = ops.minimum(Tensor(self.decay, ms.float32), (1.0 + nf) / (10.0 + nf))
-        for param, shadow in zip(self.params, self.shadow):
-            ops.assign(shadow, shadow - (1.0 - decay) * (shadow - param))
+        self.hyper_map(ops.partial(_ema_update, decay), self.shadow, self.params)
         return decay
 
     def _swap(self):

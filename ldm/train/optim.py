@@ -10,6 +10,38 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from ldm.errors import UserError
 
+# Per-parameter updates are mapped with HyperMap (one graph node for all parameters) instead of a
+# Python loop, which graph mode would unroll into one call per parameter (call-depth limit, slow compile).
+_adam_update = ops.MultitypeFuncGraph("adam_update")
+_momentum_update = ops.MultitypeFuncGraph("momentum_update")
+
+
+@_adam_update.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                       "Tensor", "Tensor", "Tensor", "Tensor", "Bool")
+def _adam_one(beta1, beta2, eps, weight_decay, lr, bias1, bias2, param, grad, m, v, decoupled):
+    grad = ops.cast(grad, ms.float32)
+    if decoupled:
+        param_decayed = param * (1.0 - lr * weight_decay)
+    else:
+        grad = grad + weight_decay * param
+        param_decayed = param
+    m_new = beta1 * m + (1.0 - beta1) * grad
+    v_new = beta2 * v + (1.0 - beta2) * grad * grad
+    ops.assign(m, m_new)
+    ops.assign(v, v_new)
+    denom = ops.sqrt(v_new / bias2) + eps
+    ops.assign(param, param_decayed - (lr / bias1) * m_new / denom)
+    return True
+
+
+@_momentum_update.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
+def _momentum_one(momentum, weight_decay, lr, param, grad, m):
+    grad = ops.cast(grad, ms.float32) + weight_decay * param
+    m_new = momentum * m + grad
+    ops.assign(m, m_new)
+    ops.assign(param, param - lr * m_new)
+    return True
+
 
 class AdamW(nn.Cell):
     """Adam with bias correction; ``decoupled=True`` is AdamW (decay applied to weights, not grads)."""
@@ -25,26 +57,19 @@ class AdamW(nn.Cell):
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
         self.decoupled = decoupled
+        self.decoupled_flags = tuple(bool(decoupled) for _ in self.params)
+        self.hyper_map = ops.HyperMap()
 
     def construct(self, grads, lr):
         step = self.step + 1
         ops.assign(self.step, step)
         stepf = ops.cast(step, ms.float32)
-        bias1 = 1.0 - ops.pow(Tensor(self.beta1, ms.float32), stepf)
-        bias2 = 1.0 - ops.pow(Tensor(self.beta2, ms.float32), stepf)
-        for param, grad, m, v in zip(self.params, grads, self.exp_avg, self.exp_avg_sq):
-            grad = ops.cast(grad, ms.float32)
-            if self.weight_decay > 0.0:
-                if self.decoupled:
-                    ops.assign(param, param * (1.0 - lr * self.weight_decay))
-                else:
-                    grad = grad + self.weight_decay * param
-            m_new = self.beta1 * m + (1.0 - self.beta1) * grad
-            v_new = self.beta2 * v + (1.0 - self.beta2) * grad * grad
-            ops.assign(m, m_new)
-            ops.assign(v, v_new)
-            denom = ops.sqrt(v_new / bias2) + self.eps
-            ops.assign(param, param - (lr / bias1) * m_new / denom)
+        beta1, beta2 = Tensor(self.beta1, ms.float32), Tensor(self.beta2, ms.float32)
+        bias1 = 1.0 - ops.pow(beta1, stepf)
+        bias2 = 1.0 - ops.pow(beta2, stepf)
+        self.hyper_map(ops.partial(_adam_update, beta1, beta2, Tensor(self.eps, ms.float32),
+                                   Tensor(self.weight_decay, ms.float32), lr, bias1, bias2),
+                       self.params, grads, self.exp_avg, self.exp_avg_sq, self.decoupled_flags)
         return step
 
 
@@ -58,17 +83,14 @@ class Momentum(nn.Cell):
         self.step = Parameter(Tensor(0, ms.int32), name="optimizer_step", requires_grad=False)
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
+        self.hyper_map = ops.HyperMap()
 
     def construct(self, grads, lr):
         step = self.step + 1
         ops.assign(self.step, step)
-        for param, grad, m in zip(self.params, grads, self.moments):
-            grad = ops.cast(grad, ms.float32)
-            if self.weight_decay > 0.0:
-                grad = grad + self.weight_decay * param
-            m_new = self.momentum * m + grad
-            ops.assign(m, m_new)
-            ops.assign(param, param - lr * m_new)
+        self.hyper_map(ops.partial(_momentum_update, Tensor(self.momentum, ms.float32),
+                                   Tensor(self.weight_decay, ms.float32), lr),
+                       self.params, grads, self.moments)
         return step
 
 

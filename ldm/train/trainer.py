@@ -13,6 +13,24 @@ from mindspore import Tensor, nn, ops
 from ldm.diffusion.prediction import get_target, min_snr_weight, normalize_prediction_type
 
 
+_accumulate_one = ops.MultitypeFuncGraph("accumulate_one")
+
+
+@_accumulate_one.register("Number", "Tensor", "Tensor")
+def _accumulate(scale, acc, grad):
+    ops.assign_add(acc, grad.astype(acc.dtype) * scale)
+    return True
+
+
+_zero_one = ops.MultitypeFuncGraph("zero_one")
+
+
+@_zero_one.register("Tensor")
+def _zero(acc):
+    ops.assign(acc, ops.zeros_like(acc))
+    return True
+
+
 def _per_sample(coef, x):
     return coef.reshape((-1,) + (1,) * (len(x.shape) - 1))
 
@@ -81,6 +99,7 @@ class TrainStep:
         self.drop_overflow_update = drop_overflow_update
         self.accumulation_steps = int(accumulation_steps)
         self.accum = self.params.clone(prefix="accum_grad", init="zeros") if self.accumulation_steps > 1 else None
+        self.hyper_map = ops.HyperMap()
         self.grad_fn = ms.value_and_grad(self._scaled_loss, None, self.params)
         wrap = ms.jit if jit else (lambda f: f)
         self.encode = wrap(self._encode_cached if use_cached_latents else self._encode)
@@ -142,13 +161,10 @@ class TrainStep:
 
     def _accumulate(self, latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight):
         loss, grads = self._loss_and_grads(latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight)
-        for acc, grad in zip(self.accum, grads):
-            ops.assign_add(acc, grad.astype(acc.dtype) / self.accumulation_steps)
+        self.hyper_map(ops.partial(_accumulate_one, 1.0 / self.accumulation_steps), self.accum, grads)
         return loss
 
     def _apply_accumulated(self, lr):
-        grads = tuple(acc * 1.0 for acc in self.accum)
-        overflow = self._update(grads, lr)
-        for acc in self.accum:
-            ops.assign(acc, ops.zeros_like(acc))
+        overflow = self._update(self.accum, lr)
+        self.hyper_map(_zero_one, self.accum)
         return overflow
