@@ -322,6 +322,9 @@ def _read_file(path):
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(b"PK") or head[:1] == b"\x80":
+        from eval.torchscript import is_torchscript, load_torchscript_state_dict
+        if is_torchscript(path):  # OpenAI's ViT-*.pt files are TorchScript archives
+            return load_torchscript_state_dict(path)
         from ldm.convert.torch_pickle import flatten_state_dict, load_torch_file
         return flatten_state_dict(load_torch_file(path))
     if path.endswith(".safetensors"):
