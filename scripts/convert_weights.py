@@ -3,8 +3,9 @@
 
   to our MindSpore .ckpt (MindONE names):
     python scripts/convert_weights.py --source SD_FOLDER_OR_FILE --target out.ckpt [--config CFG] [--config_out out.yaml]
-  back to diffusers names (one .safetensors with unet./vae./text_encoder. prefixes):
+  back to diffusers names: one .safetensors with unet./vae./text_encoder. prefixes, or a diffusers folder
     python scripts/convert_weights.py --source ours.ckpt --config CFG --target out.safetensors --to diffusers
+    python scripts/convert_weights.py --source ours.ckpt --config CFG --target sd_folder --to diffusers
 """
 import argparse
 import os
@@ -24,16 +25,17 @@ def parse_args(argv):
                    help="input: a diffusers folder (unet/ vae/ text_encoder/ with config.json files), or a "
                         "Stability/CompVis .ckpt/.safetensors, or a MindSpore .ckpt (MindONE names)")
     p.add_argument("--target", required=True,
-                   help="output file, written atomically: a MindSpore .ckpt (--to mindspore) or a .safetensors "
-                        "(--to diffusers)")
+                   help="output, written atomically: a MindSpore .ckpt (--to mindspore); with --to diffusers "
+                        "a .safetensors file (single file, unet./vae./text_encoder. prefixes) or, for any other "
+                        "name, a new diffusers folder loadable by StableDiffusionPipeline.from_pretrained")
     p.add_argument("--config", default=None,
                    help="model YAML describing the weights (e.g. configs/v2-vpred-inference.yaml); required for "
                         "single-file sources, optional for a diffusers folder (derived from its config files)")
     p.add_argument("--config_out", default=None,
                    help="also write the model YAML used (for a diffusers folder: the one derived from it)")
     p.add_argument("--to", choices=("mindspore", "diffusers"), default="mindspore",
-                   help="mindspore: our .ckpt with MindONE parameter names (default); diffusers: one "
-                        ".safetensors with diffusers/transformers names under unet./vae./text_encoder.")
+                   help="mindspore: our .ckpt with MindONE parameter names (default); diffusers: "
+                        "diffusers/transformers names (file or folder, see --target)")
     return p.parse_args(argv)
 
 

@@ -180,6 +180,17 @@ def test_diffusers_folder_convert_load_and_export_round_trip(tmp_path):
     for k, v in original.items():
         np.testing.assert_array_equal(back[k], v.astype(np.float32))
 
+    # a full diffusers folder: its own config files must describe the same model, weights unchanged
+    out_folder = str(tmp_path / "exported_sd2")
+    convert_weights(ckpt, out_folder, config=yaml_out, to="diffusers")
+    assert diffusers_model_config(out_folder) == cfg
+    again = norm(checkpoint.read_state_dict(out_folder))
+    assert again.keys() == original.keys()
+    for k, v in original.items():
+        np.testing.assert_array_equal(again[k], v.astype(np.float32))
+    with pytest.raises(CheckpointError, match="already exists"):
+        convert_weights(ckpt, out_folder, config=yaml_out, to="diffusers")
+
 
 # ------------------------------------------------------------------ errors
 def test_wrong_config_lists_mismatches():

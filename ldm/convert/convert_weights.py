@@ -67,8 +67,9 @@ def write_yaml(cfg, path):
 def convert_weights(source, target, config=None, config_out=None, to="mindspore"):
     """Convert ``source`` (file or diffusers folder) to ``target``; returns a one-line summary.
 
-    to="mindspore": our .ckpt (MindONE names); to="diffusers": one .safetensors with diffusers names
-    under ``unet.``/``vae.``/``text_encoder.`` (readable back by read_state_dict / load_model).
+    to="mindspore": our .ckpt (MindONE names). to="diffusers": if ``target`` ends in .safetensors, one
+    file with diffusers names under ``unet.``/``vae.``/``text_encoder.`` (readable back by
+    read_state_dict / load_model); otherwise a new diffusers folder (configs, tokenizer, scheduler).
     """
     if not os.path.exists(source):
         raise UserError(f"source not found: {source}")
@@ -84,7 +85,11 @@ def convert_weights(source, target, config=None, config_out=None, to="mindspore"
         save_mindspore_checkpoint(ours, target)
     else:
         exported = checkpoint.convert_mindone_to_diffusers(ours, cfg)
-        write_safetensors(exported, target, metadata={"format": "pt", "layout": "diffusers-single-file"})
+        if target.endswith(".safetensors"):
+            write_safetensors(exported, target, metadata={"format": "pt", "layout": "diffusers-single-file"})
+        else:
+            from ldm.convert.diffusers_export import write_diffusers_folder
+            write_diffusers_folder(exported, cfg, target)
     if config_out:
         write_yaml(cfg, config_out)
     return (f"converted {source} ({layout} layout, {len(ours)} parameters) -> {target} ({to})"
