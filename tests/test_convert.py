@@ -235,6 +235,18 @@ def test_truncated_mindspore_checkpoint(tmp_path):
         read_weight_file(_truncated(good, str(tmp_path / "cut.ckpt"), 0.5))
 
 
+def test_detect_layout():
+    assert checkpoint.detect_layout({"cond_stage_model.transformer.embedding_table": 0}) == "mindone"
+    assert checkpoint.detect_layout({"first_stage_model.encoder.norm_out.gamma": 0}) == "mindone"
+    assert checkpoint.detect_layout({"first_stage_model.encoder.norm_out.weight": 0}) == "stability"
+    assert checkpoint.detect_layout({"cond_stage_model.transformer.embeddings.token_embedding.weight": 0,
+                                     "model.diffusion_model.out.0.weight": 0}) == "stability"
+    assert checkpoint.detect_layout({"cond_stage_model.model.token_embedding.weight": 0}) == "stability"
+    assert checkpoint.detect_layout({"unet.conv_in.weight": 0}) == "diffusers"
+    with pytest.raises(CheckpointError, match="no known Stable Diffusion layout"):
+        checkpoint.detect_layout({"fc.weight": 0})
+
+
 def test_garbage_and_missing_files(tmp_path):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"this is not a checkpoint at all")

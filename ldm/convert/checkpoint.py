@@ -48,7 +48,9 @@ def detect_layout(state):
         return "diffusers"
     if any(n.startswith((SD1_TEXT, SD2_TEXT)) for n in names):
         return "stability"
-    if any(n.startswith(TEXT) for n in names) or any(n.endswith((".gamma", ".beta")) for n in names):
+    mindone_text = (TEXT + "embedding_table", TEXT + "transformer_layer.")
+    if any(n.startswith(mindone_text) or (n.startswith(MODEL_PREFIXES) and n.endswith((".gamma", ".beta")))
+           for n in names):
         return "mindone"
     if any(n.startswith(MODEL_PREFIXES) for n in names):
         return "stability"
