@@ -24,3 +24,17 @@ def converted(style):
     if proc.returncode != 0:
         raise RuntimeError(f"convert_weights.py failed on the {style} fixture: {proc.stderr.strip()[-2000:]}")
     return config, ckpt
+
+
+@functools.lru_cache(maxsize=None)
+def _pipeline(style):
+    from ldm.pipeline import Text2ImagePipeline
+    return Text2ImagePipeline.from_config(*converted(style))
+
+
+def pipeline(style, prediction_type="eps"):
+    """The converted fixture pipeline, shared by the test files of a session (graphs compile once);
+    ``prediction_type`` reads the same weights as an eps or a v model."""
+    pipe = _pipeline(style)
+    pipe.prediction_type = prediction_type
+    return pipe

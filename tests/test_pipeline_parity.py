@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ldm.pipeline import Text2ImagePipeline
-from pipeline_models import PIPELINE_FIXTURES, converted
+from pipeline_models import PIPELINE_FIXTURES, pipeline
 
 REFS = np.load(os.path.join(PIPELINE_FIXTURES, "references.npz"))
 SETTINGS = json.loads(str(REFS["settings_json"]))
@@ -20,24 +20,11 @@ CASES = sorted(k for k in REFS.files if k.startswith(("sd1_", "sd2_")) and not k
 MAX_PIXEL_DIFF = 2
 
 
-@pytest.fixture(scope="module")
-def pipelines():
-    cache = {}
-
-    def get(style, prediction_type):
-        if style not in cache:
-            cache[style] = Text2ImagePipeline.from_config(*converted(style))
-        pipe = cache[style]
-        pipe.prediction_type = prediction_type    # same weights, read as an eps or a v model
-        return pipe
-    return get
-
-
 @pytest.mark.parametrize("case", CASES)
-def test_images_match_diffusers(pipelines, case):
+def test_images_match_diffusers(case):
     style, rest = case.split("_", 1)
     sampler, pred = rest.rsplit("_", 1)
-    pipe = pipelines(style, pred)
+    pipe = pipeline(style, pred)
     result = pipe.generate(SETTINGS["prompt"], negative_prompt=SETTINGS["negative_prompt"], width=SETTINGS["width"],
                   height=SETTINGS["height"], steps=SETTINGS["steps"], sampler=sampler, scale=SETTINGS["scale"],
                   latents=REFS["latents"])

@@ -1,4 +1,8 @@
-"""text_to_image.py end to end on the tiny converted SD2 pipeline (CPU, 64 px, few steps)."""
+"""text_to_image.py end to end on the tiny converted SD2 pipeline (CPU, 64 px, few steps).
+
+One run goes through the real CLI in its own process; the reruns parse the same flags with the
+CLI's parser and run them in this process on one shared pipeline (so graphs compile once).
+"""
 import json
 import os
 import subprocess
@@ -10,12 +14,17 @@ import yaml
 from PIL import Image
 
 import text_to_image
-from pipeline_models import REPO, converted
+from ldm.pipeline_run import run_to_folder
+from pipeline_models import REPO, converted, pipeline
 
 
 def pngs(folder):
     names = sorted(os.listdir(os.path.join(folder, "samples")))
     return names, [open(os.path.join(folder, "samples", n), "rb").read() for n in names]
+
+
+def read_png(path):
+    return np.asarray(Image.open(path), dtype=np.int16)
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +34,27 @@ def model_args():
             "--scale", "5", "--negative_prompt", "blurry"]
 
 
+@pytest.fixture
+def pipe():
+    return pipeline("sd2", "eps")
+
+
+def run_here(pipe, args, **kw):
+    """What text_to_image.main does after building the model, on the shared pipeline."""
+    parsed = text_to_image.build_parser().parse_args(args)
+    settings = text_to_image.settings_from_args(parsed)
+    return run_to_folder(pipe, settings, parsed.output_path, skip_grid=parsed.skip_grid,
+                         skip_save=parsed.skip_save, resume=parsed.resume, progress=False,
+                         log=lambda m: None, **kw)
+
+
 @pytest.fixture(scope="module")
 def first_run(model_args, tmp_path_factory):
-    """One run in a separate process: 2 prompts x n_samples 2 from a prompt file, n_iter 1."""
+    """The real CLI in a separate process: 4 prompts from a file in batches of 2 (every batch of these
+    tests has 2 images, so the shared pipeline compiles one set of graphs)."""
     base = tmp_path_factory.mktemp("t2i")
     prompts = base / "prompts.txt"
-    prompts.write_text("a red cube on a table\n\na blue ball\na green tree\n")
+    prompts.write_text("a red cube on a table\n\na blue ball\na green tree\nsunset over the sea\n")
     args = model_args + ["--data_path", str(prompts), "--n_samples", "2", "--dpm_solver", "--seed", "5"]
     out = str(base / "run1")
     proc = subprocess.run([sys.executable, os.path.join(REPO, "text_to_image.py")] + args + ["--output_path", out],
@@ -42,55 +66,75 @@ def first_run(model_args, tmp_path_factory):
 def test_layout_and_manifest(first_run):
     base, args, out = first_run
     names, _ = pngs(out)
-    assert names == ["00000.png", "00001.png", "00002.png"]
+    assert names == ["00000.png", "00001.png", "00002.png", "00003.png"]
     img = Image.open(os.path.join(out, "samples", "00000.png"))
     assert img.size == (64, 64) and img.mode == "RGB"
     records = [json.loads(line) for line in open(os.path.join(out, "manifest.jsonl"), encoding="utf-8")]
-    assert [(r["prompt"], r["seed"], r["sampler"], r["steps"], r["scale"]) for r in records] == [
-        ("a red cube on a table", 5, "dpm_solver", 3, 5.0), ("a blue ball", 6, "dpm_solver", 3, 5.0),
-        ("a green tree", 7, "dpm_solver", 3, 5.0)]
+    assert [(r["prompt"], r["seed"], r["sampler"], r["steps"], r["scale"], r["width"]) for r in records] == [
+        ("a red cube on a table", 5, "dpm_solver", 3, 5.0, 64), ("a blue ball", 6, "dpm_solver", 3, 5.0, 64),
+        ("a green tree", 7, "dpm_solver", 3, 5.0, 64), ("sunset over the sea", 8, "dpm_solver", 3, 5.0, 64)]
+    assert records[0]["checkpoint"].endswith("tiny_sd2.ckpt")
     assert os.path.isfile(os.path.join(out, "manifest.csv"))
     assert os.path.isfile(os.path.join(out, "grid-00000.png"))
 
 
-def test_same_seed_same_bytes_other_seed_other_images(first_run):
+def test_same_seed_same_bytes_other_seed_other_images(first_run, pipe):
     base, args, out = first_run
     again = str(base / "run2")
-    assert text_to_image.main(args + ["--output_path", again]) == 0     # second run, in this process
+    run_here(pipe, args + ["--output_path", again])
     assert pngs(again) == pngs(out)
     other = str(base / "run3")
-    assert text_to_image.main(args[:-1] + ["6", "--output_path", other, "--skip_grid"]) == 0
-    a = np.asarray(Image.open(os.path.join(out, "samples", "00000.png")), dtype=np.int16)
-    b = np.asarray(Image.open(os.path.join(other, "samples", "00000.png")), dtype=np.int16)
-    assert np.abs(a - b).mean() > 5
+    run_here(pipe, args[:-1] + ["6", "--output_path", other, "--skip_grid"])
+    diff = np.abs(read_png(os.path.join(out, "samples", "00000.png")) -
+                  read_png(os.path.join(other, "samples", "00000.png")))
+    assert diff.mean() > 5
     assert not os.path.exists(os.path.join(other, "grid-00000.png"))
 
 
-def test_resume_writes_nothing_new(first_run):
+def test_resume_redoes_only_what_is_missing(first_run, pipe):
     base, args, out = first_run
     before = pngs(out)
     os.remove(os.path.join(out, "samples", "00002.png"))
-    assert text_to_image.main(args + ["--output_path", out, "--resume"]) == 0
+    summary = run_here(pipe, args + ["--output_path", out, "--resume"])
+    assert (summary["written"], summary["skipped"]) == (1, 3)
     assert pngs(out) == before
 
 
-def test_init_latents_img2img_and_intermediates(model_args, tmp_path):
-    z = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(np.float32)
+def test_init_latents_and_intermediates(model_args, pipe, tmp_path):
+    z = np.random.default_rng(0).standard_normal((2, 4, 8, 8)).astype(np.float32)
     np.save(tmp_path / "z.npy", z)
     out = str(tmp_path / "lat")
-    assert text_to_image.main(model_args + ["--prompt", "a cat", "--init_latents", str(tmp_path / "z.npy"),
-                                            "--sampler", "ddim", "--output_path", out, "--skip_grid",
-                                            "--save_intermediates", "1"]) == 0
-    steps = sorted(os.listdir(os.path.join(out, "intermediates", "00000")))
-    assert steps == ["000.png", "001.png", "002.png"]
-    # img2img from the image just made: strength 0.5 keeps it closer than a fresh sample
-    init = os.path.join(out, "samples", "00000.png")
-    out2 = str(tmp_path / "i2i")
-    assert text_to_image.main(model_args + ["--prompt", "a cat", "--init_image", init, "--strength", "0.5",
-                                            "--sampling_steps", "4", "--output_path", out2, "--skip_grid"]) == 0
-    src = np.asarray(Image.open(init), dtype=np.int16)
-    res = np.asarray(Image.open(os.path.join(out2, "samples", "00000.png")), dtype=np.int16)
-    assert res.shape == src.shape and np.abs(res - src).mean() < 40
+    run_here(pipe, model_args + ["--prompt", "a cat", "--n_samples", "2", "--init_latents", str(tmp_path / "z.npy"),
+                                 "--sampler", "ddim", "--output_path", out, "--skip_grid", "--save_intermediates", "1"])
+    assert sorted(os.listdir(os.path.join(out, "intermediates", "00001"))) == ["000.png", "001.png", "002.png"]
+    # the same latents through the Python API give the same image
+    api = pipe("a cat", negative_prompt="blurry", width=64, height=64, steps=3, sampler="ddim", scale=5.0, latents=z)
+    assert np.array_equal(api[1], read_png(os.path.join(out, "samples", "00001.png")))
+    # the last intermediate is the decoded final x0 (DDIM's last step returns its x0 prediction)
+    last = read_png(os.path.join(out, "intermediates", "00001", "002.png"))
+    assert np.abs(last - api[1]).max() <= 1
+
+
+def test_img2img_runs_the_kept_part_of_the_schedule(pipe, tmp_path):
+    rng = np.random.default_rng(3)
+    calls = []
+    original = pipe._run
+
+    def counting(name, *args):
+        calls.append(name)
+        return original(name, *args)
+    pipe._run = counting
+    try:
+        a, b = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
+        kw = dict(num_images=2, negative_prompt="", width=64, height=64, steps=4, sampler="euler", scale=5.0, seed=1, strength=0.5)
+        out_a = pipe("a cat", init_image=a, **kw)
+        assert calls.count("encode") == 1 and calls.count("guided") == 2        # int(4 * 0.5) steps
+        out_a2 = pipe("a cat", init_image=a, **kw)
+        out_b = pipe("a cat", init_image=b, **kw)
+    finally:
+        pipe._run = original
+    assert np.array_equal(out_a, out_a2)
+    assert np.abs(out_a.astype(int) - out_b).mean() > 1
 
 
 def test_config_checkpoint_mismatch_is_one_line(tmp_path):
