@@ -172,12 +172,13 @@ def _summary(kind, names, limit=8):
     return f"{len(names)} {kind}: {', '.join(names[:limit])}{more}"
 
 
-def load_params_into(cell, state_dict, strict=True, prefix="", unexpected=()):
+def load_params_into(cell, state_dict, strict=True, prefix="", unexpected=(), assign=True):
     """Copy arrays into ``cell``'s parameters (looked up as ``prefix + param.name``).
 
     Values are cast to each parameter's dtype; shapes must match up to size-1 axes (1x1 conv vs
     linear). With ``strict`` every parameter must be present and every ``prefix``-ed array used;
     otherwise one CheckpointError lists missing / unexpected / shape-mismatched names.
+    ``assign=False`` only checks (no copies: used to validate a conversion of a large model).
     Returns the list of names that were not loaded (empty when strict).
     """
     import mindspore as ms
@@ -204,9 +205,9 @@ def load_params_into(cell, state_dict, strict=True, prefix="", unexpected=()):
         hint = " (does the config match the checkpoint, e.g. SD 1.x weights with an SD 2.x config?)" \
             if mismatched or (missing and extra) else ""
         raise CheckpointError("checkpoint does not fit the model: " + "; ".join(parts) + hint)
-    for name, value in values.items():
-        param = params[name]
-        param.set_data(ms.Tensor(value, dtype=param.dtype))
+    if assign:
+        for name, value in values.items():
+            params[name].set_data(ms.Tensor(value, dtype=params[name].dtype))
     return sorted(missing + [m.split(" ", 1)[0] for m in mismatched])
 
 

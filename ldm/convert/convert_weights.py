@@ -30,7 +30,7 @@ def _checked_mindone_state(state, cfg):
     from ldm.models.latent_diffusion import build_model
     converted, unexpected = checkpoint.convert_to_mindone(state, cfg)
     model = build_model(cfg, lazy_init=True)
-    checkpoint.load_params_into(model, converted, strict=True, unexpected=unexpected)
+    checkpoint.load_params_into(model, converted, strict=True, unexpected=unexpected, assign=False)
     out = {}
     for param in model.get_parameters():
         value = np.asarray(converted[param.name])
