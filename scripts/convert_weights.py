@@ -16,8 +16,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ldm.errors import UserError, run_cli  # noqa: E402
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes become one UserError line (run_cli prints it), not a usage block."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description="Convert Stable Diffusion 1.x/2.x weights (Stability/CompVis .ckpt or .safetensors, "
                     "diffusers folder, MindSpore .ckpt) to our MindSpore checkpoint, or back to diffusers names. "
                     "The result is checked by loading it into the model the config describes.")

@@ -287,6 +287,7 @@ def test_cli_help_explains_flags():
 
 
 @pytest.mark.parametrize("args,needle", [
+    (["--target", "out.ckpt"], "--source"),
     (["--source", "/nonexistent/x.ckpt", "--target", "out.ckpt"], "not found"),
     (["--source", os.path.join(TEXT, "sd1_text_stability.ckpt"), "--target", "out.ckpt"], "--config"),
     (["--source", os.path.join(PIPE, "sd1"), "--target", "/tmp/never.ckpt",
