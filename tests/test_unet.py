@@ -60,3 +60,12 @@ def test_timestep_embedding_cos_first():
     freqs = np.exp(-np.log(10000) * np.arange(4) / 4)
     args = np.array([0, 7, 999])[:, None] * freqs[None]
     np.testing.assert_allclose(emb, np.concatenate([np.cos(args), np.sin(args)], 1), atol=2e-4)
+
+
+def test_fp16_compute_stays_close(refs):
+    """use_fp16: fp16 convs/matmuls with fp32 norms and softmax; output float32, near the fp32 reference."""
+    name = "unet_sd2"
+    unet = build_unet(name, use_fp16=True)
+    out = run(unet, refs, name)
+    assert out.dtype == np.float32
+    assert np.abs(out - refs[f"{name}_out"]).max() < 1e-2

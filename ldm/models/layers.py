@@ -1,6 +1,6 @@
 """Small building blocks shared by the UNet and the VAE.
 
-Norms are computed in float32 whatever the compute dtype (fp16 GroupNorm/LayerNorm lose too much
+Norms are computed in float32 (MindSpore's fused kernels) whatever the compute dtype (fp16 GroupNorm/LayerNorm lose too much
 precision on SD activations); parameters are named ``gamma``/``beta`` as in MindONE checkpoints.
 Convs and Dense layers are plain MindSpore cells, switched to fp16 compute with :func:`set_compute_dtype`.
 """
@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import initializer
 
 
@@ -28,14 +28,8 @@ class GroupNorm(nn.Cell):
 
     def construct(self, x):
         dtype = x.dtype
-        shape = x.shape
-        h = x.astype(ms.float32).reshape(shape[0], self.num_groups, -1)
-        mean = h.mean(axis=-1, keep_dims=True)
-        var = ops.square(h - mean).mean(axis=-1, keep_dims=True)
-        h = (h - mean) * ops.rsqrt(var + self.eps)
-        h = h.reshape(shape[0], self.num_channels, -1)
-        h = h * self.gamma.reshape(-1, 1) + self.beta.reshape(-1, 1)
-        return h.reshape(shape).astype(dtype)
+        out = mint.nn.functional.group_norm(x.astype(ms.float32), self.num_groups, self.gamma, self.beta, self.eps)
+        return out.astype(dtype)
 
 
 class LayerNorm(nn.Cell):
@@ -43,17 +37,16 @@ class LayerNorm(nn.Cell):
 
     def __init__(self, dim, eps=1e-5):
         super().__init__()
+        self.dim = dim
         self.eps = eps
         self.gamma = Parameter(initializer("ones", (dim,), ms.float32), name="gamma")
         self.beta = Parameter(initializer("zeros", (dim,), ms.float32), name="beta")
+        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
 
     def construct(self, x):
         dtype = x.dtype
-        h = x.astype(ms.float32)
-        mean = h.mean(axis=-1, keep_dims=True)
-        var = ops.square(h - mean).mean(axis=-1, keep_dims=True)
-        h = (h - mean) * ops.rsqrt(var + self.eps)
-        return (h * self.gamma + self.beta).astype(dtype)
+        out, _, _ = self.layer_norm(x.astype(ms.float32), self.gamma, self.beta)
+        return out.astype(dtype)
 
 
 class SiLU(nn.Cell):

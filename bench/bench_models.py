@@ -1,0 +1,135 @@
+"""One fp32 forward of the full-size SD 2.x UNet (865 M parameters) at 64x64 latents, batch 2, on this CPU:
+ours (MindSpore, compiled with ``ms.jit``) next to diffusers' UNet2DConditionModel with the same config.
+
+Both sides get the same inputs (numpy, seed 0) and random weights (no hub here; timing does not depend
+on the values). Each side runs in its own process (each model holds ~3.5 GB), one warm-up call
+(MindSpore compiles the graph there) then ``--repeats`` timed calls; we report the median.
+The torch side runs this file under the interpreter from --torch_python / $TORCH_PYTHON.
+
+    python bench/bench_models.py --torch_python /work/venv_ref/bin/python
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH_DIR)
+CONFIG = os.path.join(REPO, "configs", "v2-inference.yaml")
+BATCH, LATENT, CONTEXT_LEN, CONTEXT_DIM = 2, 64, 77, 1024
+
+# the same network in diffusers' terms (stabilityai/stable-diffusion-2 UNet config)
+SD2_UNET_DIFFUSERS = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                          block_out_channels=(320, 640, 1280, 1280), attention_head_dim=(5, 10, 20, 20),
+                          cross_attention_dim=1024, use_linear_projection=True, upcast_attention=False,
+                          down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                          up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+
+
+def inputs():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, 4, LATENT, LATENT)).astype(np.float32)
+    t = np.array([999, 500], dtype=np.int32)
+    context = rng.standard_normal((BATCH, CONTEXT_LEN, CONTEXT_DIM)).astype(np.float32)
+    return x, t, context
+
+
+def timed(call, repeats):
+    t0 = time.perf_counter()
+    call()
+    warmup = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return dict(warmup_s=warmup, times_s=times, median_s=statistics.median(times))
+
+
+def unet_forward(unet, x, t, context):
+    return unet(x, t, context)
+
+
+def ours(repeats):
+    sys.path.insert(0, REPO)
+    import mindspore as ms
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    ms.set_device("CPU")
+    from ldm.models.unet import UNetModel
+    from ldm.util import load_config
+    params = load_config(CONFIG)["model"]["params"]["unet_config"]["params"]
+    t0 = time.perf_counter()
+    unet = UNetModel(**params)
+    unet.set_train(False)
+    build = time.perf_counter() - t0
+    x, t, c = (ms.Tensor(a) for a in inputs())
+    forward = ms.jit(unet_forward)
+    result = timed(lambda: forward(unet, x, t, c).asnumpy(), repeats)
+    n_params = sum(int(p.size) for p in unet.get_parameters())
+    return dict(result, side="mindspore", version=ms.__version__, build_s=build, params=n_params)
+
+
+def reference(repeats):
+    import torch
+    from diffusers import UNet2DConditionModel
+    t0 = time.perf_counter()
+    unet = UNet2DConditionModel(**SD2_UNET_DIFFUSERS).eval()
+    build = time.perf_counter() - t0
+    x, t, c = (torch.from_numpy(a) for a in inputs())
+    t = t.long()
+
+    def call():
+        with torch.no_grad():
+            unet(x, t, c).sample.numpy()
+
+    result = timed(call, repeats)
+    n_params = sum(p.numel() for p in unet.parameters())
+    return dict(result, side="pytorch", version=torch.__version__, build_s=build, params=n_params,
+                threads=torch.get_num_threads())
+
+
+def run_side(python, side, repeats):
+    cmd = [python, os.path.abspath(__file__), "--side", side, "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} side failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--torch_python", default=os.environ.get("TORCH_PYTHON", ""),
+                        help="python with torch + diffusers for the reference side (skipped when empty)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--side", choices=("mindspore", "pytorch"), help=argparse.SUPPRESS)
+    parser.add_argument("--json_out", default=os.path.join(BENCH_DIR, "out", "bench_models.json"))
+    args = parser.parse_args(argv)
+    if args.side:
+        print(json.dumps(ours(args.repeats) if args.side == "mindspore" else reference(args.repeats)))
+        return 0
+
+    rows = {"setting": f"SD 2.x UNet fp32 forward, latents {BATCH}x4x{LATENT}x{LATENT}, context {CONTEXT_LEN}x"
+                       f"{CONTEXT_DIM}", "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count()}
+    rows["mindspore"] = run_side(sys.executable, "mindspore", args.repeats)
+    print(f"MindSpore {rows['mindspore']['version']} (ms.jit): {rows['mindspore']['median_s']:.2f} s/forward "
+          f"(compile+first call {rows['mindspore']['warmup_s']:.1f} s, {rows['mindspore']['params'] / 1e6:.0f} M params)")
+    if args.torch_python:
+        rows["pytorch"] = run_side(args.torch_python, "pytorch", args.repeats)
+        rows["ratio_ours_over_torch"] = rows["mindspore"]["median_s"] / rows["pytorch"]["median_s"]
+        print(f"PyTorch {rows['pytorch']['version']} diffusers: {rows['pytorch']['median_s']:.2f} s/forward "
+              f"({rows['pytorch']['params'] / 1e6:.0f} M params, {rows['pytorch']['threads']} threads)")
+        print(f"ratio MindSpore / PyTorch: {rows['ratio_ours_over_torch']:.2f} (target <= 1.0)")
+    os.makedirs(os.path.dirname(args.json_out), exist_ok=True)
+    with open(args.json_out, "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
