@@ -124,7 +124,7 @@ class Text2ImagePipeline:
                        for name, fn in self._eager.items()}
 
     @classmethod
-    def from_config(cls, config, ckpt_path=None, lora_path=None, lora_scale=1.0):
+    def from_config(cls, config, ckpt_path=None, lora_path=None, lora_scale=1.0, compile=True):
         """Build from a model YAML (path or dict) and a checkpoint (any format ldm.convert reads)."""
         from ldm.convert.checkpoint import load_model
         cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
@@ -136,7 +136,7 @@ class Text2ImagePipeline:
             if not os.path.exists(lora_path):
                 raise UserError(f"LoRA checkpoint not found: {lora_path}")
             load_lora(model, lora_path, lora_scale)
-        return cls(model, cfg, ckpt_path)
+        return cls(model, cfg, ckpt_path, compile=compile)
 
     def _model_params(self):
         return (self.config.get("model") or {}).get("params") or {}
