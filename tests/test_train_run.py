@@ -1,6 +1,7 @@
 """End-to-end training runs on CPU: the loss falls, checkpoints load, kill -9 + --resume reproduces
 an uninterrupted run exactly, EMA and gradient accumulation behave."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def _weights(path):
 
 
 def test_kill_9_then_resume_equals_uninterrupted_run(workspace, tmp_path):
-    common = ("--epochs", "10", "--step_mode", "True", "--ckpt_save_interval", "4", "--use_ema", "True",
+    common = ("--epochs", "20", "--step_mode", "True", "--ckpt_save_interval", "8", "--use_ema", "True",
               "--ema_decay", "0.9", "--scheduler", "cosine_decay", "--warmup_steps", "3", "--snr_gamma", "5",
               "--noise_offset", "0.1")
     full = tmp_path / "full"
@@ -80,19 +81,20 @@ def test_kill_9_then_resume_equals_uninterrupted_run(workspace, tmp_path):
     resume_file = killed / "ckpt" / "train_resume.ckpt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if resume_file.exists() and (killed / "ckpt" / "sd-8.ckpt").exists():
+        if resume_file.exists():
             break
-        time.sleep(0.05)
+        time.sleep(0.005)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed / "ckpt" / "sd-40.ckpt").exists()
+    assert not (killed / "ckpt" / "sd-80.ckpt").exists()
     done = subprocess.run([sys.executable, TRAIN] + _args(workspace, killed, *common, "--resume", "True"),
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "resumed from" in done.stderr
-    a = _weights(str(full / "ckpt" / "sd-40.ckpt"))
-    b = _weights(str(killed / "ckpt" / "sd-40.ckpt"))
+    resumed_at = int(re.search(r"resumed from .* at step (\d+)", done.stderr).group(1))
+    assert 8 <= resumed_at < 80 and resumed_at % 8 == 0
+    a = _weights(str(full / "ckpt" / "sd-80.ckpt"))
+    b = _weights(str(killed / "ckpt" / "sd-80.ckpt"))
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -102,7 +104,7 @@ def test_kill_9_then_resume_equals_uninterrupted_run(workspace, tmp_path):
         np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)
     assert any(k.startswith("adam_m.") for k in ra) and any(k.startswith("ema.") for k in ra)
     steps = [int(r.split(",")[0]) for r in open(killed / "metrics.csv").read().split()[1:]]
-    assert steps == list(range(1, 41))
+    assert steps == list(range(1, 81))
 
 
 def test_ema_weights_are_saved_as_main_weights(workspace, tmp_path):
