@@ -188,3 +188,29 @@ def test_shipped_recipes_parse():
     assert recipes["train_config_lora_v2_vpred.yaml"]["use_lora"] is True
     for recipe in recipes.values():
         assert os.path.isfile(os.path.join(REPO, recipe["model_config"])) or "v2" in recipe["model_config"]
+
+
+def test_adamw_and_ema_follow_their_formulas():
+    from mindspore import Parameter
+    from ldm.train.ema import EMA
+    from ldm.train.optim import AdamW
+    w0 = np.array([[0.5, -1.0], [2.0, 0.1]], np.float32)
+    p = Parameter(Tensor(w0.copy()), name="w")
+    opt, ema = AdamW([p], (0.9, 0.99), 1e-8, 0.1), EMA([p], decay=0.5)
+    w, m, v, shadow = w0.astype(np.float64), 0.0, 0.0, w0.astype(np.float64)
+    for step in range(1, 4):
+        g = np.full_like(w, 0.3 * step) - w
+        lr = 0.01 * step
+        opt((Tensor(g.astype(np.float32)),), Tensor(np.float32(lr)))
+        ema.update()
+        w = w * (1 - lr * 0.1)
+        m = 0.9 * m + 0.1 * g
+        v = 0.99 * v + 0.01 * g * g
+        w = w - lr / (1 - 0.9 ** step) * m / (np.sqrt(v / (1 - 0.99 ** step)) + 1e-8)
+        decay = min(0.5, (1 + step) / (10 + step))
+        shadow = shadow - (1 - decay) * (shadow - w)
+        np.testing.assert_allclose(p.asnumpy(), w, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ema.shadow[0].asnumpy(), shadow, rtol=1e-5, atol=1e-6)
+    with ema.swapped():
+        np.testing.assert_allclose(p.asnumpy(), shadow, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p.asnumpy(), w, rtol=1e-5, atol=1e-6)

@@ -1,6 +1,6 @@
 """The real tiny SD-2.x-shaped v model (configs/tiny-v2-vpred.yaml): a short CPU fine-tune on
 generated shapes, the loss falls, the saved checkpoint loads with ldm.convert.checkpoint.load_model,
-and text_to_image.py samples from it (plain and with a trained LoRA)."""
+and text_to_image.py samples from it."""
 import os
 import subprocess
 import sys
