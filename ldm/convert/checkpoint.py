@@ -18,7 +18,7 @@ import numpy as np
 
 from ldm.convert import names_text
 from ldm.convert.readers import read_weight_file
-from ldm.errors import CheckpointError, UserError
+from ldm.errors import CheckpointError
 
 UNET, VAE, TEXT = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."
 SD1_TEXT = "cond_stage_model.transformer.text_model."
@@ -245,4 +245,4 @@ def checkpoint_config_hint(state):
 
 
 __all__ = ["read_state_dict", "detect_layout", "convert_to_mindone", "convert_mindone_to_diffusers",
-           "load_params_into", "load_model", "CheckpointError", "UserError"]
+           "load_params_into", "load_model", "CheckpointError"]

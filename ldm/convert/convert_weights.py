@@ -7,7 +7,7 @@ import yaml
 from ldm.convert import checkpoint
 from ldm.convert.diffusers import diffusers_model_config, is_diffusers_folder
 from ldm.convert.readers import write_safetensors
-from ldm.errors import CheckpointError, UserError
+from ldm.errors import UserError
 
 CONFIG_HINTS = {"v1": "configs/v1-inference.yaml",
                 "v2": "configs/v2-inference.yaml (512, eps) or configs/v2-vpred-inference.yaml (768-v)"}
@@ -96,4 +96,4 @@ def convert_weights(source, target, config=None, config_out=None, to="mindspore"
             + (f"; config -> {config_out}" if config_out else ""))
 
 
-__all__ = ["convert_weights", "save_mindspore_checkpoint", "write_yaml", "CheckpointError"]
+__all__ = ["convert_weights", "save_mindspore_checkpoint", "write_yaml"]
