@@ -276,6 +276,8 @@ class TrainRun:
     def run(self):
         cfg = self.cfg
         accum = cfg.gradient_accumulation_steps
+        if self.is_main and cfg.dataset_sink_mode:
+            _log.info("dataset_sink_mode is accepted for MindONE recipes; steps are fed from the host here")
         if self.is_main:
             _log.info("training %d steps (%d per epoch), %d images, %d rank(s), %s objective, %d trainable params",
                       self.total_steps, self.steps_per_epoch, len(self.dataset), self.world, self.prediction_type,
