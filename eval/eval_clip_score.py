@@ -64,6 +64,13 @@ def compute_clip_score(image_path, prompt, checkpoint, model_name=None, batch_si
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from eval.prompts import match_images_to_prompts
+    from eval.images import check_headers
+    # bad folders, prompts or image files fail before MindSpore loads
+    check_headers([p for p, _ in match_images_to_prompts(args.image_path, args.prompt)])
+    if not os.path.exists(args.load_checkpoint):
+        from eval.clip_model import read_clip_weights
+        read_clip_weights(args.load_checkpoint)  # raises the one-line "weights not found" message
     import mindspore as ms
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_device(args.device)

@@ -40,6 +40,16 @@ def open_rgb(path):
         raise UserError(f"cannot read image {path}: {exc}") from exc
 
 
+def check_headers(paths):
+    """Open each file's header only (cheap): unreadable files fail before any model loads."""
+    for path in paths:
+        try:
+            with Image.open(path):
+                pass
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise UserError(f"cannot read image {path}: {exc}") from exc
+
+
 def to_unit_chw(img):
     """PIL RGB -> float32 (3, H, W) in [0, 1] (torchvision's ToTensor)."""
     return (np.asarray(img, dtype=np.uint8).astype(np.float32) / 255.0).transpose(2, 0, 1)
