@@ -2,7 +2,9 @@
 ours (MindSpore, compiled with ``ms.jit``) next to diffusers' UNet2DConditionModel with the same config.
 
 Both sides get the same inputs (numpy, seed 0) and random weights (no hub here; timing does not depend
-on the values). Each side runs in its own process (each model holds ~3.5 GB), one warm-up call
+on the values). ``--mode graph`` (default) compiles our forward with ``ms.jit``; ``--mode pynative`` runs it
+op by op (lower peak memory: CPU graph mode keeps more intermediates alive).
+Each side runs in its own process (each model holds ~3.5 GB), one warm-up call
 (MindSpore compiles the graph there) then ``--repeats`` timed calls; we report the median.
 The torch side runs this file under the interpreter from --torch_python / $TORCH_PYTHON.
 
@@ -55,7 +57,7 @@ def unet_forward(unet, x, t, context):
     return unet(x, t, context)
 
 
-def ours(repeats):
+def ours(repeats, mode):
     sys.path.insert(0, REPO)
     import mindspore as ms
     ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -68,10 +70,10 @@ def ours(repeats):
     unet.set_train(False)
     build = time.perf_counter() - t0
     x, t, c = (ms.Tensor(a) for a in inputs())
-    forward = ms.jit(unet_forward)
+    forward = ms.jit(unet_forward) if mode == "graph" else unet_forward
     result = timed(lambda: forward(unet, x, t, c).asnumpy(), repeats)
     n_params = sum(int(p.size) for p in unet.get_parameters())
-    return dict(result, side="mindspore", version=ms.__version__, build_s=build, params=n_params)
+    return dict(result, side="mindspore", mode=mode, version=ms.__version__, build_s=build, params=n_params)
 
 
 def reference(repeats):
@@ -93,8 +95,8 @@ def reference(repeats):
                 threads=torch.get_num_threads())
 
 
-def run_side(python, side, repeats):
-    cmd = [python, os.path.abspath(__file__), "--side", side, "--repeats", str(repeats)]
+def run_side(python, side, repeats, mode):
+    cmd = [python, os.path.abspath(__file__), "--side", side, "--repeats", str(repeats), "--mode", mode]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{side} side failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -106,21 +108,22 @@ def main(argv=None):
     parser.add_argument("--torch_python", default=os.environ.get("TORCH_PYTHON", ""),
                         help="python with torch + diffusers for the reference side (skipped when empty)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mode", choices=("graph", "pynative"), default="graph", help="how our side runs")
     parser.add_argument("--side", choices=("mindspore", "pytorch"), help=argparse.SUPPRESS)
     parser.add_argument("--json_out", default=os.path.join(BENCH_DIR, "out", "bench_models.json"))
     args = parser.parse_args(argv)
     if args.side:
-        print(json.dumps(ours(args.repeats) if args.side == "mindspore" else reference(args.repeats)))
+        print(json.dumps(ours(args.repeats, args.mode) if args.side == "mindspore" else reference(args.repeats)))
         return 0
 
     rows = {"setting": f"SD 2.x UNet fp32 forward, latents {BATCH}x4x{LATENT}x{LATENT}, context {CONTEXT_LEN}x"
                        f"{CONTEXT_DIM}", "machine": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count()}
-    rows["mindspore"] = run_side(sys.executable, "mindspore", args.repeats)
-    print(f"MindSpore {rows['mindspore']['version']} (ms.jit): {rows['mindspore']['median_s']:.2f} s/forward "
+            "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]}
+    rows["mindspore"] = run_side(sys.executable, "mindspore", args.repeats, args.mode)
+    print(f"MindSpore {rows['mindspore']['version']} ({args.mode}): {rows['mindspore']['median_s']:.2f} s/forward "
           f"(compile+first call {rows['mindspore']['warmup_s']:.1f} s, {rows['mindspore']['params'] / 1e6:.0f} M params)")
     if args.torch_python:
-        rows["pytorch"] = run_side(args.torch_python, "pytorch", args.repeats)
+        rows["pytorch"] = run_side(args.torch_python, "pytorch", args.repeats, args.mode)
         rows["ratio_ours_over_torch"] = rows["mindspore"]["median_s"] / rows["pytorch"]["median_s"]
         print(f"PyTorch {rows['pytorch']['version']} diffusers: {rows['pytorch']['median_s']:.2f} s/forward "
               f"({rows['pytorch']['params'] / 1e6:.0f} M params, {rows['pytorch']['threads']} threads)")
