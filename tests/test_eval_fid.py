@@ -180,3 +180,19 @@ def test_cli_help_lists_flags():
     out = _cli("-h").stdout
     for flag in ("--real_dir", "--gen_dir", "--ckpt_path", "--batch_size", "--kid", "--cache_dir"):
         assert flag in out
+
+
+def test_converted_ckpt_gives_the_same_features(tmp_path, reference):
+    from eval.images import list_images, load_unit_images
+    from eval.inception import InceptionFeatureExtractor, main as inception_main
+    ckpt = str(tmp_path / "fid_inception.ckpt")
+    assert inception_main(["--convert", WEIGHTS, ckpt]) == 0
+    images = np.stack(load_unit_images(list_images(REAL)[:2]))
+    np.testing.assert_allclose(InceptionFeatureExtractor(ckpt)(images), reference["feats_real"][:2], rtol=0, atol=1e-4)
+
+
+def test_wrong_weights_file_is_one_clear_error():
+    from ldm.errors import CheckpointError
+    from eval.inception import build_fid_inception
+    with pytest.raises(CheckpointError, match="does not fit the FID Inception-v3"):
+        build_fid_inception(os.path.join(EVAL_FIX, "clip_tiny", "model.safetensors"))
