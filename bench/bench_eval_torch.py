@@ -70,7 +70,7 @@ def make_clip_folder(folder, preset):
     """A random CLIPModel of the preset's size saved with save_pretrained (shared with our side)."""
     from transformers import CLIPConfig, CLIPModel
     sys.path.insert(0, os.path.dirname(HERE))
-    from eval.clip_model import hf_config_from_preset
+    from eval.clip_presets import hf_config_from_preset
     cfg = hf_config_from_preset(preset)
     torch.manual_seed(0)
     CLIPModel(CLIPConfig(text_config=cfg["text_config"], vision_config=cfg["vision_config"],

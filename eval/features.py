@@ -82,7 +82,9 @@ def folder_features(folder, extractor, weights_path, batch_size=50, cache_dir=No
     if cache_path:
         try:
             os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-            np.savez(cache_path, features=feats)
+            tmp = cache_path + f".tmp{os.getpid()}.npz"
+            np.savez(tmp, features=feats)
+            os.replace(tmp, cache_path)  # a crash never leaves a half-written cache behind
         except OSError as exc:
             warnings.warn(f"could not write feature cache {cache_path}: {exc}")
             cache_path = None
