@@ -132,14 +132,16 @@ class TextTransformer(nn.Cell):
         self.embeddings = TextEmbeddings(cfg)
         self.encoder = Encoder(cfg)
         self.final_layer_norm = LayerNorm(cfg["hidden_size"], cfg.get("layer_norm_eps", 1e-5))
+        context = cfg.get("max_position_embeddings", 77)
+        self.causal_mask = ms.Tensor(np.triu(np.full((context, context), -np.inf, np.float32), 1))
 
     def construct(self, ids):
         """ids int32 (N, L) -> pooled (N, width) at the first EOT (argmax id) position."""
         length = ids.shape[1]
-        mask = ms.Tensor(np.triu(np.full((length, length), -np.inf, np.float32), 1))
-        x = self.final_layer_norm(self.encoder(self.embeddings(ids), mask))
-        eot = ops.argmax(ids, dim=-1)
-        return x[ms.Tensor(np.arange(ids.shape[0]), ms.int32), eot]
+        x = self.final_layer_norm(self.encoder(self.embeddings(ids), self.causal_mask[:length, :length]))
+        # pick row eot of each sequence with a one-hot sum (exact; graph-mode friendly)
+        pick = ops.one_hot(ops.argmax(ids, dim=-1), length, ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32))
+        return (pick.expand_dims(-1) * x).sum(axis=1)
 
 
 class VisionEmbeddings(nn.Cell):
