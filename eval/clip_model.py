@@ -363,3 +363,20 @@ def save_clip_ckpt(net, path):
     ms.save_checkpoint(net, path)
     with open(os.path.splitext(path)[0] + ".json", "w", encoding="utf-8") as f:
         json.dump(net.config, f, indent=1)
+
+
+def main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(description="Convert CLIP weights (HF folder / OpenAI .pt) to our MindSpore .ckpt.")
+    parser.add_argument("--convert", nargs=2, metavar=("SRC", "DST_CKPT"), required=True,
+                        help="read SRC (torch-free) and write DST .ckpt plus DST .json (its config)")
+    parser.add_argument("--model_name", default=None, choices=sorted(PRESETS), help="architecture of an OpenAI .pt")
+    args = parser.parse_args(argv)
+    save_clip_ckpt(load_clip(args.convert[0], args.model_name), args.convert[1])
+    print(f"wrote {args.convert[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    from ldm.errors import run_cli
+    run_cli(main)

@@ -30,7 +30,8 @@ def build_parser():
                         "image order), or one literal prompt; default: the manifest beside the images")
     p.add_argument("--load_checkpoint", required=True,
                    help="CLIP weights: Hugging Face folder (config.json + model.safetensors/pytorch_model.bin), "
-                        "OpenAI .pt state dict, or a .ckpt saved by this tool")
+                        "OpenAI .pt (TorchScript archive or state dict), or a .ckpt written by "
+                        "`python -m eval.clip_model --convert SRC DST.ckpt`")
     p.add_argument("--model_name", default=None, choices=MODEL_NAMES,
                    help="architecture of an OpenAI .pt/.ckpt (default: inferred from the weight shapes; "
                         "a Hugging Face folder's config.json always wins)")

@@ -74,6 +74,9 @@ def test_ckpt_and_openai_layouts_load_the_same_model(model, reference, tmp_path)
     path = str(tmp_path / "clip.ckpt")
     save_clip_ckpt(model, path)
     again = load_clip(path)
+    from eval.clip_model import main as clip_main
+    assert clip_main(["--convert", os.path.join(EVAL_FIX, "openai_tiny_jit.pt"), str(tmp_path / "oa.ckpt")]) == 0
+    assert load_clip(str(tmp_path / "oa.ckpt")).config["vision_config"]["patch_size"] == 16
     ids = ms.Tensor(reference["input_ids"])
     np.testing.assert_allclose(again.get_text_features(ids).asnumpy(), reference["text_embeds"], atol=1e-4)
     # OpenAI state-dict layout: rename ours back to OpenAI names, then through openai_to_hf
