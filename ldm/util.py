@@ -44,4 +44,15 @@ def instantiate_from_config(config, **extra):
     """Build ``target(**params, **extra)`` from a ``{target, params}`` mapping."""
     if not isinstance(config, dict) or "target" not in config:
         raise UserError(f"expected a mapping with a 'target' key, got {config!r}"[:200])
-    return get_obj_from_str(config["target"])(**config.get("params", {}) or {}, **extra)
+    cls = get_obj_from_str(config["target"])
+    params = config.get("params", {}) or {}
+    if not isinstance(params, dict):
+        raise UserError(f"'params' of config target {config['target']!r} must be a mapping")
+    try:
+        return cls(**params, **extra)
+    except TypeError as exc:
+        # a config key the class does not take (e.g. CompVis' `version`): name it in one line;
+        # other TypeErrors come from inside the constructor and are real bugs, so they propagate
+        if "unexpected keyword argument" in str(exc):
+            raise UserError(f"config target {config['target']!r}: {exc}") from exc
+        raise
