@@ -37,6 +37,14 @@ class _KSampler(Sampler):
             ts = self._sigmas_to_t(sig, train)
         return ts, np.concatenate([sig, [0.0]])
 
+    def _one_call_per_step_grid(self, n):
+        """Timesteps, sigmas (ending in 0), model-input scales and init sigma for one model call a step."""
+        ts, sig = self._sigma_grid(n)
+        self.timesteps, self.sigmas = ts, sig
+        self._input_scales = 1.0 / np.sqrt(sig[:-1] ** 2 + 1.0)
+        self._set_init_sigma(sig)
+        return sig
+
     def _set_init_sigma(self, sig):
         smax = float(np.max(sig))
         self.init_noise_sigma = smax if self.timestep_spacing in ("linspace", "trailing") else (smax ** 2 + 1) ** 0.5
@@ -59,10 +67,7 @@ class EulerSampler(_KSampler):
         return self.s_churn > 0
 
     def _plan(self, n):
-        ts, sig = self._sigma_grid(n)
-        self.timesteps, self.sigmas = ts, sig
-        self._input_scales = 1.0 / np.sqrt(sig[:-1] ** 2 + 1.0)
-        self._set_init_sigma(sig)
+        sig = self._one_call_per_step_grid(n)
         self._steps = []
         for i in range(n):
             s, s_next = sig[i], sig[i + 1]
@@ -92,10 +97,7 @@ class EulerAncestralSampler(_KSampler):
     defaults = dict(use_karras_sigmas=False)
 
     def _plan(self, n):
-        ts, sig = self._sigma_grid(n)
-        self.timesteps, self.sigmas = ts, sig
-        self._input_scales = 1.0 / np.sqrt(sig[:-1] ** 2 + 1.0)
-        self._set_init_sigma(sig)
+        sig = self._one_call_per_step_grid(n)
         self._steps = []
         for i in range(n):
             s, s_next = sig[i], sig[i + 1]
@@ -155,10 +157,7 @@ class LMSSampler(_KSampler):
     defaults = dict(use_karras_sigmas=False, order=4)
 
     def _plan(self, n):
-        ts, sig = self._sigma_grid(n)
-        self.timesteps, self.sigmas = ts, sig
-        self._input_scales = 1.0 / np.sqrt(sig[:-1] ** 2 + 1.0)
-        self._set_init_sigma(sig)
+        sig = self._one_call_per_step_grid(n)
         self._steps = []
         for i in range(n):
             order = min(i + 1, self.order)
