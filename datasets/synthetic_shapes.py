@@ -131,21 +131,58 @@ def nearest_colour(rgb, palette):
     return min(palette, key=lambda name: float(np.sum((np.asarray(palette[name]) - rgb) ** 2)))
 
 
+def shape_mask(shape, position, size):
+    """Boolean (size, size) mask of where :func:`draw` puts ``shape`` at ``position``."""
+    img = draw(shape, "red", "black", position, size)
+    return np.asarray(img, dtype=np.int16)[..., 0] > 128
+
+
+def classify_shape(image, colour, position):
+    """Which of SHAPES best explains the pixels of ``colour`` around ``position`` (IoU with each
+    shape's exact mask there). A pixel counts as the shape's when it is nearer to ``colour`` than to
+    every other colour and background of the palette."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float64)
+    palette = {**COLOURS, **{"bg:" + k: v for k, v in BACKGROUNDS.items()}}
+    names = list(palette)
+    dists = np.stack([np.sum((arr - np.asarray(palette[n])) ** 2, axis=-1) for n in names])
+    painted = dists.argmin(axis=0) == names.index(colour)
+    ious = {}
+    for shape in SHAPES:
+        mask = shape_mask(shape, position, arr.shape[0])
+        union = np.logical_or(mask, painted).sum()
+        ious[shape] = np.logical_and(mask, painted).sum() / union if union else 0.0
+    return max(ious, key=ious.get)
+
+
 def caption_match(image, text):
     """Score how well an image follows its synthetic caption.
 
-    Returns ``{"colour": bool, "background": bool}``: whether the region where the caption puts the
-    shape is nearest (in RGB) to the captioned colour among shape colours and backgrounds, and whether
-    the image's corners are nearest to the captioned background.
+    Returns ``{"colour", "shape", "background"}`` booleans: the region where the caption puts the
+    shape is nearest (in RGB) to the captioned colour among shape colours and backgrounds; the
+    pixels of that colour overlap the captioned shape's mask there more than the other shapes'
+    masks (IoU); the image's corners are nearest to the captioned background.
     """
-    _, colour, background, position = parse_caption(text)
+    shape, colour, background, position = parse_caption(text)
     palette = {**COLOURS, **{"bg:" + k: v for k, v in BACKGROUNDS.items()}}
-    shape_ok = nearest_colour(region_mean(image, position), palette) == colour
+    colour_ok = nearest_colour(region_mean(image, position), palette) == colour
+    shape_ok = classify_shape(image, colour, position) == shape
     arr = np.asarray(image.convert("RGB"), dtype=np.float64)
     k = max(1, arr.shape[0] // 10)
     corners = np.concatenate([arr[:k, :k], arr[:k, -k:], arr[-k:, :k], arr[-k:, -k:]]).reshape(-1, 3)
     bg_ok = nearest_colour(corners.mean(axis=0), BACKGROUNDS) == background
-    return {"colour": shape_ok, "background": bg_ok}
+    return {"colour": colour_ok, "shape": shape_ok, "background": bg_ok}
+
+
+def score_images(pairs):
+    """Fractions of (image, caption) pairs whose colour, shape, background (and all three) match."""
+    results = [caption_match(image, text) for image, text in pairs]
+    if not results:
+        raise UserError("no images to score")
+    keys = ("colour", "shape", "background")
+    scores = {k: float(np.mean([r[k] for r in results])) for k in keys}
+    scores["all"] = float(np.mean([all(r[k] for k in keys) for r in results]))
+    scores["n"] = len(results)
+    return scores
 
 
 def main(argv=None):

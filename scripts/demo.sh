@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # The whole job on CPU in a few minutes: a fresh virtual environment, the synthetic shapes data,
-# a v-prediction fine-tune of the tiny SD 2.x-shaped model, a DPM-Solver sample grid for the test
-# prompts, the loss curve, and FID/KID of the samples against the test images.
+# a v-prediction fine-tune of the shipped eps base model (models/tiny_shapes_base.ckpt, SD 2.x
+# structure with tiny widths), a DPM-Solver sample grid for the test prompts, the loss curve, the
+# prompt-following score of the samples, and FID/KID against the test images when the FID weights exist.
 #
-#   bash scripts/demo.sh            (env: VENV=.venv OUT=output/demo STEPS=60 BASE_CKPT=...)
-#
-# BASE_CKPT (default models/tiny_shapes_base.ckpt when that file exists) is the eps-pretrained base
-# to fine-tune; without it the tiny model starts from random weights, so the pictures show the
-# pipeline working end to end, not a model that has learnt the shapes yet.
+#   bash scripts/demo.sh            (env: VENV=.venv OUT=output/demo STEPS=300 BASE_CKPT=... SCALE=...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 OUT=${OUT:-output/demo}
-STEPS=${STEPS:-60}
-BASE_CKPT=${BASE_CKPT:-}
-if [ -z "$BASE_CKPT" ] && [ -f models/tiny_shapes_base.ckpt ]; then BASE_CKPT=models/tiny_shapes_base.ckpt; fi
+STEPS=${STEPS:-300}
+SCALE=${SCALE:-4}
+BASE_CKPT=${BASE_CKPT:-models/tiny_shapes_base.ckpt}
+if [ ! -f "$BASE_CKPT" ]; then
+    echo "demo.sh: error: base checkpoint $BASE_CKPT not found (README 'Demo model' rebuilds it)" >&2
+    exit 2
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "== creating $VENV and installing requirements.txt"
@@ -25,18 +26,22 @@ PY="$VENV/bin/python"
 export GLOG_v=${GLOG_v:-3}
 
 echo "== synthetic shapes data -> datasets/shapes"
-"$PY" datasets/synthetic_shapes.py --output_path datasets/shapes --num_train 400 --num_test 16 --size 32
+"$PY" datasets/synthetic_shapes.py --output_path datasets/shapes --num_train 400 --num_test 40 --size 32
 
 echo "== v-prediction fine-tune ($STEPS steps) -> $OUT/train"
-"$PY" train_text_to_image.py -c configs/train/train_config_tiny_vpred.yaml \
+"$PY" train_text_to_image.py -c configs/train/train_config_tiny_shapes_vpred.yaml \
     --data_path datasets/shapes/train --output_path "$OUT/train" --max_steps "$STEPS" \
-    --ckpt_save_interval 1 ${BASE_CKPT:+--pretrained_model_path "$BASE_CKPT"}
+    --ckpt_save_interval "$STEPS" --pretrained_model_path "$BASE_CKPT"
 CKPT=$(ls -t "$OUT"/train/ckpt/sd-*.ckpt | head -n 1)
 
 echo "== DPM-Solver samples for the test prompts -> $OUT/samples"
-"$PY" text_to_image.py --config configs/tiny-v2-vpred.yaml --ckpt_path "$CKPT" \
+"$PY" text_to_image.py --config configs/tiny-shapes-v2-vpred.yaml --ckpt_path "$CKPT" \
     --data_path datasets/shapes/test_prompts.txt --W 32 --H 32 --dpm_solver --sampling_steps 15 \
-    --scale 5 --seed 42 --n_samples 4 --output_path "$OUT/samples"
+    --scale "$SCALE" --seed 42 --n_samples 8 --output_path "$OUT/samples"
+
+echo "== prompt following (right colour in place / right shape / right background)"
+"$PY" scripts/score_shapes.py --output_path "$OUT/samples" --json_out "$OUT/prompt_following.json" \
+    --min_colour "${MIN_COLOUR:-0.5}" --min_shape "${MIN_SHAPE:-0.4}"
 
 echo "== FID/KID of the samples against the test images (needs FID Inception weights)"
 if [ -f models/pt_inception-2015-12-05-6726825d.pth ]; then
@@ -50,3 +55,4 @@ echo "checkpoint:   $CKPT"
 echo "loss curve:   $OUT/train/loss_curve.png   (per-step metrics: $OUT/train/metrics.csv)"
 echo "samples:      $OUT/samples/samples/       grid: $(ls "$OUT"/samples/*.png 2>/dev/null | head -n 1)"
 echo "manifest:     $(ls "$OUT"/samples/manifest.* 2>/dev/null | tr '\n' ' ')"
+echo "prompt score: $OUT/prompt_following.json"

@@ -17,6 +17,8 @@ CLIS = [
     "scripts/convert_weights.py",
     "scripts/list_params.py",
     "datasets/synthetic_shapes.py",
+    "scripts/score_shapes.py",
+    "scripts/train_tiny_vae.py",
 ]
 
 

@@ -1,0 +1,64 @@
+"""Prompt-following score of images generated for synthetic-shapes captions (the demo's check).
+
+For each image and its caption ("a red circle on a white background, top left") it tells whether
+the colour at the captioned place, the shape there and the background are right
+(``datasets.synthetic_shapes.caption_match``), and prints the fraction of images right on each
+and on all three. With ``--min_colour`` / ``--min_shape`` it exits 1 when a fraction is below the bound.
+
+    python scripts/score_shapes.py --output_path output/demo/samples --min_colour 0.6 --min_shape 0.5
+"""
+import argparse
+import json
+import os
+import sys
+
+from PIL import Image, UnidentifiedImageError
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datasets.synthetic_shapes import score_images  # noqa: E402
+from ldm.errors import UserError, run_cli  # noqa: E402
+from ldm.io.manifest import Manifest  # noqa: E402
+
+
+def load_pairs(output_path):
+    """(image, caption) for every image recorded in a text_to_image.py run's manifest.jsonl."""
+    manifest = Manifest(output_path)
+    if not os.path.isfile(manifest.path):
+        raise UserError(f"no manifest.jsonl in {output_path} (give a text_to_image.py --output_path)")
+    pairs = []
+    for _, rec in sorted(manifest.read().items()):
+        path = os.path.join(output_path, rec["file"])
+        try:
+            with Image.open(path) as img:
+                pairs.append((img.convert("RGB"), rec["prompt"]))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise UserError(f"cannot read {path}: {exc}") from exc
+    return pairs
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_path", required=True,
+                        help="a text_to_image.py output folder (its manifest.jsonl names images and prompts)")
+    parser.add_argument("--min_colour", type=float, default=0.0,
+                        help="exit 1 if the fraction of images with the right colour in place is below this")
+    parser.add_argument("--min_shape", type=float, default=0.0,
+                        help="exit 1 if the fraction of images with the right shape is below this")
+    parser.add_argument("--json_out", default="", help="also write the scores to this JSON file")
+    args = parser.parse_args(argv)
+    scores = score_images(load_pairs(args.output_path))
+    print(f"prompt following on {scores['n']} images: colour {scores['colour']:.3f}, "
+          f"shape {scores['shape']:.3f}, background {scores['background']:.3f}, all three {scores['all']:.3f}")
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as f:
+            json.dump(scores, f, indent=1)
+    if scores["colour"] < args.min_colour or scores["shape"] < args.min_shape:
+        print(f"below the bound: colour >= {args.min_colour}, shape >= {args.min_shape} required",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
