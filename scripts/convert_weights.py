@@ -43,6 +43,9 @@ def parse_args(argv):
     p.add_argument("--to", choices=("mindspore", "diffusers"), default="mindspore",
                    help="mindspore: our .ckpt with MindONE parameter names (default); diffusers: "
                         "diffusers/transformers names (file or folder, see --target)")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
+                   help="storage precision of a MindSpore .ckpt target: fp16 halves the file (weights are "
+                        "cast back to the model's dtype on load)")
     return p.parse_args(argv)
 
 
@@ -50,7 +53,7 @@ def main(argv=None):
     args = parse_args(argv)
     from ldm.convert.convert_weights import convert_weights
     summary = convert_weights(args.source, args.target, config=args.config, config_out=args.config_out,
-                              to=args.to)
+                              to=args.to, dtype=args.dtype)
     print(summary)
     return 0
 

@@ -193,6 +193,23 @@ def test_diffusers_folder_convert_load_and_export_round_trip(tmp_path):
 
 
 # ------------------------------------------------------------------ errors
+def test_fp16_storage_halves_the_file_and_loads_as_fp32(tmp_path):
+    folder = os.path.join(PIPE, "sd2")
+    full, half, yaml_out = (str(tmp_path / n) for n in ("m32.ckpt", "m16.ckpt", "m.yaml"))
+    convert_weights(folder, full, config_out=yaml_out)
+    convert_weights(full, half, config=yaml_out, dtype="fp16")
+    assert os.path.getsize(half) < 0.6 * os.path.getsize(full)
+    cfg = load_config(yaml_out)
+    a = {p.name: p for p in checkpoint.load_model(cfg, full).get_parameters()}
+    b = {p.name: p for p in checkpoint.load_model(cfg, half).get_parameters()}
+    for name, p in b.items():
+        assert p.dtype == a[name].dtype
+        ref = a[name].asnumpy()
+        np.testing.assert_array_equal(p.asnumpy(), ref.astype(np.float16).astype(ref.dtype))
+    with pytest.raises(Exception, match="dtype"):
+        convert_weights(full, str(tmp_path / "x.safetensors"), config=yaml_out, to="diffusers", dtype="fp16")
+
+
 def test_wrong_config_lists_mismatches():
     cfg = load_config(os.path.join(REPO, "configs", "tiny-v2.yaml"))  # width 32, the folder has 16
     with pytest.raises(CheckpointError) as info:

@@ -38,13 +38,15 @@ def _checked_mindone_state(state, cfg):
     return out
 
 
-def save_mindspore_checkpoint(state, path):
-    """Write ``name -> array`` as a MindSpore .ckpt atomically (float arrays as float32)."""
+def save_mindspore_checkpoint(state, path, dtype="fp32"):
+    """Write ``name -> array`` as a MindSpore .ckpt atomically (float arrays as float32, or float16
+    with ``dtype="fp16"``: half the file; loading casts back to each parameter's dtype)."""
     import mindspore as ms
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}.ckpt")
-    items = [{"name": k, "data": ms.Tensor(v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v)}
+    float_type = {"fp32": np.float32, "fp16": np.float16}[dtype]
+    items = [{"name": k, "data": ms.Tensor(v.astype(float_type) if np.issubdtype(v.dtype, np.floating) else v)}
              for k, v in state.items()]
     try:
         ms.save_checkpoint(items, tmp)
@@ -64,7 +66,7 @@ def write_yaml(cfg, path):
     os.replace(tmp, path)
 
 
-def convert_weights(source, target, config=None, config_out=None, to="mindspore"):
+def convert_weights(source, target, config=None, config_out=None, to="mindspore", dtype="fp32"):
     """Convert ``source`` (file or diffusers folder) to ``target``; returns a one-line summary.
 
     to="mindspore": our .ckpt (MindONE names). to="diffusers": if ``target`` ends in .safetensors, one
@@ -75,6 +77,8 @@ def convert_weights(source, target, config=None, config_out=None, to="mindspore"
         raise UserError(f"source not found: {source}")
     if to not in ("mindspore", "diffusers"):
         raise UserError(f"--to must be mindspore or diffusers, got {to!r}")
+    if dtype not in ("fp32", "fp16") or (dtype != "fp32" and to != "mindspore"):
+        raise UserError(f"--dtype must be fp32, or fp16 with --to mindspore; got {dtype!r}")
     if os.path.isdir(source) and not is_diffusers_folder(source):
         raise UserError(f"{source} is a folder but not a diffusers one (needs unet/, vae/, text_encoder/)")
     state = checkpoint.read_state_dict(source)
@@ -82,7 +86,7 @@ def convert_weights(source, target, config=None, config_out=None, to="mindspore"
     layout = checkpoint.detect_layout(state)
     ours = _checked_mindone_state(state, cfg)
     if to == "mindspore":
-        save_mindspore_checkpoint(ours, target)
+        save_mindspore_checkpoint(ours, target, dtype)
     else:
         exported = checkpoint.convert_mindone_to_diffusers(ours, cfg)
         if target.endswith(".safetensors"):
