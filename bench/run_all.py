@@ -16,6 +16,9 @@ import sys
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
 BENCHMARKS = ("bench_models", "bench_samplers", "bench_txt2img", "bench_train", "bench_eval")
+# --quick: only the small cases (minutes instead of about an hour; no full-size SD model is built)
+QUICK_ARGS = {"bench_samplers": [], "bench_txt2img": ["--only", "tiny"], "bench_train": ["--cases", "tiny"],
+              "bench_eval": ["--n_images", "16"]}
 
 
 def run_one(name, torch_python, timeout, extra):
@@ -43,6 +46,9 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", default=list(BENCHMARKS), choices=BENCHMARKS,
                         help="run only these benchmarks")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per benchmark")
+    parser.add_argument("--quick", action="store_true",
+                        help="small cases only (tiny txt2img and training step, samplers, eval); skips the "
+                             "full-size SD 2.x UNet")
     parser.add_argument("--output", default=os.path.join(BENCH_DIR, "results.md"),
                         help="markdown file to write")
     args = parser.parse_args(argv)
@@ -51,10 +57,14 @@ def main(argv=None):
              f"Python {platform.python_version()}; reference python: {args.torch_python or 'none'}\n"]
     failed = 0
     for name in args.only:
+        if args.quick and name not in QUICK_ARGS:
+            continue
+        extra = QUICK_ARGS[name] if args.quick else []
         print(f"running {name} ...", flush=True)
-        out, code = run_one(name, args.torch_python, args.timeout, [])
+        out, code = run_one(name, args.torch_python, args.timeout, extra)
         failed += code not in (0,)
-        parts.append(f"## {name}\n\n`python bench/{name}.py`\n\n```\n{out}\n```\n")
+        command = " ".join([f"python bench/{name}.py"] + extra)
+        parts.append(f"## {name}\n\n`{command}`\n\n```\n{out}\n```\n")
     tmp = args.output + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("\n".join(parts))
