@@ -65,17 +65,18 @@ def draw(shape, colour, background, position, size):
     """Render one sample as a PIL RGB image of ``size`` x ``size`` pixels."""
     img = Image.new("RGB", (size, size), BACKGROUNDS[background])
     cx, cy = (v * size for v in POSITIONS[position])
-    r = SHAPE_RADIUS * size
+    _draw_shape(ImageDraw.Draw(img), shape, cx, cy, SHAPE_RADIUS * size, COLOURS[colour])
+    return img
+
+
+def _draw_shape(pen, shape, cx, cy, r, fill):
     box = (cx - r, cy - r, cx + r, cy + r)
-    pen = ImageDraw.Draw(img)
-    fill = COLOURS[colour]
     if shape == "circle":
         pen.ellipse(box, fill=fill)
     elif shape == "square":
         pen.rectangle(box, fill=fill)
     else:
         pen.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
-    return img
 
 
 def all_combinations():
@@ -117,60 +118,68 @@ def make_dataset(output_path, num_train=400, num_test=40, size=64, seed=0):
     return output_path
 
 
-def region_mean(image, position):
-    """Mean RGB of the square region where a shape at ``position`` sits (inner half of the shape)."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.float64)
-    size = arr.shape[0]
-    cx, cy = (v * size for v in POSITIONS[position])
-    r = max(1, int(round(SHAPE_RADIUS * size * 0.5)))
-    y0, x0 = int(round(cy)) - r, int(round(cx)) - r
-    return arr[max(y0, 0):y0 + 2 * r, max(x0, 0):x0 + 2 * r].reshape(-1, 3).mean(axis=0)
-
-
 def nearest_colour(rgb, palette):
     return min(palette, key=lambda name: float(np.sum((np.asarray(palette[name]) - rgb) ** 2)))
 
 
-def shape_mask(shape, position, size):
-    """Boolean (size, size) mask of where :func:`draw` puts ``shape`` at ``position``."""
-    img = draw(shape, "red", "black", position, size)
-    return np.asarray(img, dtype=np.int16)[..., 0] > 128
+def shape_mask(shape, cx, cy, size):
+    """Boolean (size, size) mask of ``shape`` drawn as :func:`draw` does, centred at pixel (cx, cy)."""
+    img = Image.new("L", (size, size), 0)
+    _draw_shape(ImageDraw.Draw(img), shape, cx, cy, SHAPE_RADIUS * size, 255)
+    return np.asarray(img) > 127
 
 
-def classify_shape(image, colour, position):
-    """Which of SHAPES best explains the pixels of ``colour`` around ``position`` (IoU with each
-    shape's exact mask there). A pixel counts as the shape's when it is nearer to ``colour`` than to
-    every other colour and background of the palette."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.float64)
+def _palette_labels(arr):
+    """Per pixel, the name of the nearest palette entry (shape colours, then 'bg:<name>')."""
     palette = {**COLOURS, **{"bg:" + k: v for k, v in BACKGROUNDS.items()}}
     names = list(palette)
     dists = np.stack([np.sum((arr - np.asarray(palette[n])) ** 2, axis=-1) for n in names])
-    painted = dists.argmin(axis=0) == names.index(colour)
+    return np.asarray(names)[dists.argmin(axis=0)]
+
+
+def find_shape(image):
+    """The drawn shape, found without looking at the caption: (colour, shape, (cx, cy)) or None.
+
+    Its colour is the shape colour that the most pixels are nearest to; its centre is the middle of
+    those pixels' robust (5th-95th percentile) bounding box; its shape is the one whose exact mask
+    at that centre overlaps those pixels best (IoU)."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float64)
+    labels = _palette_labels(arr)
+    counts = {c: int((labels == c).sum()) for c in COLOURS}
+    colour = max(counts, key=counts.get)
+    if counts[colour] < 4:
+        return None
+    painted = labels == colour
+    ys, xs = np.nonzero(painted)
+    cx = (np.percentile(xs, 5) + np.percentile(xs, 95) + 1) / 2
+    cy = (np.percentile(ys, 5) + np.percentile(ys, 95) + 1) / 2
     ious = {}
     for shape in SHAPES:
-        mask = shape_mask(shape, position, arr.shape[0])
-        union = np.logical_or(mask, painted).sum()
-        ious[shape] = np.logical_and(mask, painted).sum() / union if union else 0.0
-    return max(ious, key=ious.get)
+        mask = shape_mask(shape, cx, cy, arr.shape[0])
+        ious[shape] = np.logical_and(mask, painted).sum() / np.logical_or(mask, painted).sum()
+    return colour, max(ious, key=ious.get), (cx, cy)
 
 
 def caption_match(image, text):
     """Score how well an image follows its synthetic caption.
 
-    Returns ``{"colour", "shape", "background"}`` booleans: the region where the caption puts the
-    shape is nearest (in RGB) to the captioned colour among shape colours and backgrounds; the
-    pixels of that colour overlap the captioned shape's mask there more than the other shapes'
-    masks (IoU); the image's corners are nearest to the captioned background.
+    Returns ``{"colour", "shape", "position", "background"}`` booleans from :func:`find_shape`: the
+    shape's colour and kind equal the caption's, its centre is nearest to the captioned position, and
+    the image's corners are nearest (in RGB) to the captioned background.
     """
     shape, colour, background, position = parse_caption(text)
-    palette = {**COLOURS, **{"bg:" + k: v for k, v in BACKGROUNDS.items()}}
-    colour_ok = nearest_colour(region_mean(image, position), palette) == colour
-    shape_ok = classify_shape(image, colour, position) == shape
+    found = find_shape(image)
     arr = np.asarray(image.convert("RGB"), dtype=np.float64)
-    k = max(1, arr.shape[0] // 10)
+    size = arr.shape[0]
+    k = max(1, size // 10)
     corners = np.concatenate([arr[:k, :k], arr[:k, -k:], arr[-k:, :k], arr[-k:, -k:]]).reshape(-1, 3)
     bg_ok = nearest_colour(corners.mean(axis=0), BACKGROUNDS) == background
-    return {"colour": colour_ok, "shape": shape_ok, "background": bg_ok}
+    if found is None:
+        return {"colour": False, "shape": False, "position": False, "background": bg_ok}
+    got_colour, got_shape, (cx, cy) = found
+    got_position = min(POSITIONS, key=lambda p: (POSITIONS[p][0] * size - cx) ** 2 + (POSITIONS[p][1] * size - cy) ** 2)
+    return {"colour": got_colour == colour, "shape": got_colour == colour and got_shape == shape,
+            "position": got_position == position, "background": bg_ok}
 
 
 def score_images(pairs):
@@ -178,9 +187,9 @@ def score_images(pairs):
     results = [caption_match(image, text) for image, text in pairs]
     if not results:
         raise UserError("no images to score")
-    keys = ("colour", "shape", "background")
+    keys = ("colour", "shape", "position", "background")
     scores = {k: float(np.mean([r[k] for r in results])) for k in keys}
-    scores["all"] = float(np.mean([all(r[k] for k in keys) for r in results]))
+    scores["all"] = float(np.mean([all(r[k] for k in keys) for r in results]))  # all four right
     scores["n"] = len(results)
     return scores
 

@@ -4,7 +4,8 @@
 # structure with tiny widths), a DPM-Solver sample grid for the test prompts, the loss curve, the
 # prompt-following score of the samples, and FID/KID against the test images when the FID weights exist.
 #
-#   bash scripts/demo.sh            (env: VENV=.venv OUT=output/demo STEPS=300 BASE_CKPT=... SCALE=...)
+#   bash scripts/demo.sh            (env: VENV=.venv OUT=output/demo STEPS=300 BASE_CKPT=... SCALE=...
+#                                     MIN_COLOUR, MIN_SHAPE: the demo fails below these scores; defaults 0.6, 0.45)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -41,7 +42,7 @@ echo "== DPM-Solver samples for the test prompts -> $OUT/samples"
 
 echo "== prompt following (right colour in place / right shape / right background)"
 "$PY" scripts/score_shapes.py --output_path "$OUT/samples" --json_out "$OUT/prompt_following.json" \
-    --min_colour "${MIN_COLOUR:-0.5}" --min_shape "${MIN_SHAPE:-0.4}"
+    --min_colour "${MIN_COLOUR:-0.6}" --min_shape "${MIN_SHAPE:-0.45}"
 
 echo "== FID/KID of the samples against the test images (needs FID Inception weights)"
 if [ -f models/pt_inception-2015-12-05-6726825d.pth ]; then

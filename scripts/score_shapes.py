@@ -1,9 +1,9 @@
 """Prompt-following score of images generated for synthetic-shapes captions (the demo's check).
 
-For each image and its caption ("a red circle on a white background, top left") it tells whether
-the colour at the captioned place, the shape there and the background are right
-(``datasets.synthetic_shapes.caption_match``), and prints the fraction of images right on each
-and on all three. With ``--min_colour`` / ``--min_shape`` it exits 1 when a fraction is below the bound.
+For each image and its caption ("a red circle on a white background, top left") it finds the drawn
+shape without the caption, then tells whether its colour, its shape, its position and the
+background are the captioned ones (``datasets.synthetic_shapes.caption_match``), and prints the
+fraction of images right on each and on all four. With ``--min_colour`` / ``--min_shape`` it exits 1 when a fraction is below the bound.
 
     python scripts/score_shapes.py --output_path output/demo/samples --min_colour 0.6 --min_shape 0.5
 """
@@ -42,14 +42,15 @@ def main(argv=None):
     parser.add_argument("--output_path", required=True,
                         help="a text_to_image.py output folder (its manifest.jsonl names images and prompts)")
     parser.add_argument("--min_colour", type=float, default=0.0,
-                        help="exit 1 if the fraction of images with the right colour in place is below this")
+                        help="exit 1 if the fraction of images whose shape has the captioned colour is below this")
     parser.add_argument("--min_shape", type=float, default=0.0,
-                        help="exit 1 if the fraction of images with the right shape is below this")
+                        help="exit 1 if the fraction of images with the captioned shape in the captioned colour is below this")
     parser.add_argument("--json_out", default="", help="also write the scores to this JSON file")
     args = parser.parse_args(argv)
     scores = score_images(load_pairs(args.output_path))
     print(f"prompt following on {scores['n']} images: colour {scores['colour']:.3f}, "
-          f"shape {scores['shape']:.3f}, background {scores['background']:.3f}, all three {scores['all']:.3f}")
+          f"shape {scores['shape']:.3f}, position {scores['position']:.3f}, "
+          f"background {scores['background']:.3f}, all four {scores['all']:.3f}")
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump(scores, f, indent=1)

@@ -27,13 +27,13 @@ def test_folder_format_and_split(tmp_path):
 def test_caption_match_accepts_right_and_rejects_wrong():
     img = draw("circle", "red", "white", "top left", 64)
     right = caption_match(img, "a red circle on a white background, top left")
-    assert right == {"colour": True, "shape": True, "background": True}
+    assert right == {"colour": True, "shape": True, "position": True, "background": True}
     wrong_pos = caption_match(img, "a red circle on a white background, bottom right")
-    assert wrong_pos["colour"] is False
+    assert wrong_pos == {"colour": True, "shape": True, "position": False, "background": True}
     wrong_colour = caption_match(img, "a blue circle on a black background, top left")
     assert wrong_colour["colour"] is False and wrong_colour["background"] is False
     wrong_shape = caption_match(img, "a red square on a white background, top left")
-    assert wrong_shape == {"colour": True, "shape": False, "background": True}
+    assert wrong_shape == {"colour": True, "shape": False, "position": True, "background": True}
 
 
 def test_every_generated_image_matches_its_caption(tmp_path):
@@ -41,7 +41,7 @@ def test_every_generated_image_matches_its_caption(tmp_path):
     with open(tmp_path / "test" / "img_txt.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     scores = [caption_match(Image.open(tmp_path / "test" / r["dir"]), r["text"]) for r in rows]
-    assert all(s["colour"] and s["shape"] and s["background"] for s in scores)
+    assert all(all(s.values()) for s in scores)
 
 
 def test_cli_rejects_bad_size(tmp_path):
