@@ -40,7 +40,7 @@ echo "== DPM-Solver samples for the test prompts -> $OUT/samples"
     --data_path datasets/shapes/test_prompts.txt --W 32 --H 32 --dpm_solver --sampling_steps 15 \
     --scale "$SCALE" --seed 42 --n_samples 8 --output_path "$OUT/samples"
 
-echo "== prompt following (right colour in place / right shape / right background)"
+echo "== prompt following (colour, shape, position, background of the drawn shape vs its caption)"
 "$PY" scripts/score_shapes.py --output_path "$OUT/samples" --json_out "$OUT/prompt_following.json" \
     --min_colour "${MIN_COLOUR:-0.6}" --min_shape "${MIN_SHAPE:-0.45}"
 
