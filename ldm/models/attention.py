@@ -6,7 +6,7 @@ because SD 2.x 768-v overflows fp16 there and produces black/NaN images.
 import mindspore as ms
 from mindspore import nn, ops
 
-from ldm.models.layers import GroupNorm, LayerNorm, conv2d, dense
+from ldm.models.layers import GroupNorm, LayerNorm, conv2d, dense, gelu_erf
 
 
 class CrossAttention(nn.Cell):
@@ -57,7 +57,7 @@ class GEGLU(nn.Cell):
     def construct(self, x):
         h = self.proj(x)
         x, gate = ops.chunk(h, 2, axis=-1)
-        return x * ops.gelu(gate, approximate="none")
+        return x * gelu_erf(gate)
 
 
 class FeedForward(nn.Cell):

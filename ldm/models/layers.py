@@ -49,6 +49,29 @@ class LayerNorm(nn.Cell):
         return out.astype(dtype)
 
 
+_SQRT_HALF = 0.7071067811865476
+
+
+def gelu_erf(x):
+    """Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), with the division written as a multiplication.
+
+    ``ops.gelu(approximate="none")`` lowers to a Div by a 0-d tensor on CPU, which MindSpore 2.8 runs
+    through its broadcasting path (index tables as large as the tensor): 0.5 s per GEGLU call at
+    64x64 latents inside the SD UNet graph. Multiplying by a Python float stays on the fast scalar path.
+    """
+    return x * 0.5 * (1.0 + ops.erf(x * _SQRT_HALF))
+
+
+def add_channel_bias(x, bias):
+    """x (N, C, H, W) + bias (N, C) broadcast over H, W, as one BiasAdd over an (1, N*C, H, W) view.
+
+    A broadcasting Add of an (N, C, 1, 1) tensor builds per-element index tables on MindSpore CPU
+    (measured 0.13 s per ResBlock at 64x64 latents in the SD UNet graph); BiasAdd streams the data once.
+    """
+    n, c, h, w = x.shape
+    return ops.bias_add(x.reshape(1, n * c, h, w), bias.reshape(-1)).reshape(n, c, h, w)
+
+
 class SiLU(nn.Cell):
     def construct(self, x):
         return x * ops.sigmoid(x)

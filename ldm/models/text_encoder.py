@@ -11,6 +11,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
+from ldm.models.layers import gelu_erf
 from ldm.models.tokenizer import CLIPTokenizer
 
 
@@ -33,7 +34,7 @@ class GELU(nn.Cell):
     """Exact (erf) GELU, as torch.nn.GELU and OpenCLIP ViT-H (SD 2.x)."""
 
     def construct(self, x):
-        return ops.gelu(x, approximate="none")
+        return gelu_erf(x)
 
 
 class MultiheadSelfAttention(nn.Cell):

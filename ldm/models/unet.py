@@ -9,7 +9,8 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ldm.models.attention import SpatialTransformer
-from ldm.models.layers import GroupNorm, SiLU, WrappedConv2d, dense, set_compute_dtype, timestep_embedding
+from ldm.models.layers import (GroupNorm, SiLU, WrappedConv2d, add_channel_bias, dense, set_compute_dtype,
+                               timestep_embedding)
 
 
 class ResBlock(nn.Cell):
@@ -29,7 +30,7 @@ class ResBlock(nn.Cell):
 
     def construct(self, x, emb, context=None):
         h = self.in_layers_conv(self.act(self.in_layers_norm(x)))
-        h = h + self.emb_layers(emb).astype(h.dtype)[:, :, None, None]
+        h = add_channel_bias(h, self.emb_layers(emb).astype(h.dtype))
         h = self.out_layers_conv(self.act(self.out_layers_norm(h)))
         return self.skip_connection(x) + h
 
