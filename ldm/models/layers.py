@@ -74,7 +74,7 @@ def add_channel_bias(x, bias):
 
 class SiLU(nn.Cell):
     def construct(self, x):
-        return x * ops.sigmoid(x)
+        return ops.silu(x)
 
 
 def _init_kwargs(zero_init):
