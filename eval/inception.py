@@ -274,14 +274,16 @@ class InceptionFeatureExtractor:
     """[0, 1] images of any size -> 2048-d pool3 features, exactly as pytorch-fid prepares them:
     bilinear resize to 299 (align_corners=False, no antialias), then 2x - 1."""
 
-    def __init__(self, ckpt_path=None):
+    def __init__(self, ckpt_path=None, compile=True):
         self.net = build_fid_inception(ckpt_path)
+        # GRAPH-compiled once per batch shape (the bound construct, so the weights stay graph constants)
+        self._forward = ms.jit(self.net.construct) if compile else self.net
 
     def __call__(self, images):
         """images: float32 (N, 3, H, W) in [0, 1] -> float32 (N, 2048)."""
         x = resize_bilinear(np.asarray(images, dtype=np.float32), FID_INPUT_SIZE, FID_INPUT_SIZE)
         x = 2.0 * x - 1.0
-        return self.net(ms.Tensor(x)).asnumpy()
+        return self._forward(ms.Tensor(x)).asnumpy()
 
 
 def convert_to_ckpt(src, dst):
