@@ -2,8 +2,9 @@
 ours (MindSpore, compiled with ``ms.jit``) next to diffusers' UNet2DConditionModel with the same config.
 
 Both sides get the same inputs (numpy, seed 0) and random weights (no hub here; timing does not depend
-on the values). ``--mode graph`` (default) compiles our forward with ``ms.jit`` (on the bound ``construct``, as the pipeline does); ``--mode pynative`` runs it
-op by op (lower peak memory: CPU graph mode keeps more intermediates alive).
+on the values). ``--mode graph`` (default) compiles our forward with ``ms.jit`` (on the bound ``construct``,
+as the pipeline does); ``--mode pynative`` runs it op by op (lower peak memory: CPU graph mode keeps more
+intermediates alive).
 Each side runs in its own process (each model holds ~3.5 GB), one warm-up call
 (MindSpore compiles the graph there) then ``--repeats`` timed calls; we report the median.
 The torch side runs this file under the interpreter from --torch_python / $TORCH_PYTHON.
