@@ -17,6 +17,7 @@ import numpy as np
 from mindspore import Parameter, nn, ops
 
 from ldm.errors import CheckpointError, UserError
+from ldm.models.layers import gelu_erf
 
 from eval.clip_presets import PRESETS, hf_config_from_preset  # noqa: F401  (re-exported)
 
@@ -47,9 +48,10 @@ class Embedding(nn.Cell):
 def _activation(name):
     if name == "quick_gelu":
         return lambda x: x * ops.sigmoid(1.702 * x)
-    if name in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
-        approximate = "none" if name == "gelu" else "tanh"
-        return lambda x: ops.gelu(x, approximate=approximate)
+    if name == "gelu":
+        return gelu_erf
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: ops.gelu(x, approximate="tanh")
     raise UserError(f"unsupported CLIP activation {name!r} (expected quick_gelu or gelu)")
 
 

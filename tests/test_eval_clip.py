@@ -194,3 +194,14 @@ def test_openai_torchscript_archive_matches_open_clip(reference):
     txt = net.get_text_features(ms.Tensor(reference["input_ids"])).asnumpy()
     np.testing.assert_allclose(img, ref["image_embeds"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(txt, ref["text_embeds"], rtol=0, atol=1e-4)
+
+
+def test_gelu_activations_match_their_formulas():
+    """CLIP towers with hidden_act gelu (exact erf) or gelu_new (tanh) compute those functions."""
+    import math
+    from eval.clip_model import _activation
+    x = np.linspace(-6, 6, 97).astype(np.float32)
+    exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
+    tanh = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x.astype(np.float64) ** 3)))
+    np.testing.assert_allclose(_activation("gelu")(ms.Tensor(x)).asnumpy(), exact, atol=1e-5)
+    np.testing.assert_allclose(_activation("gelu_new")(ms.Tensor(x)).asnumpy(), tanh, atol=1e-5)
