@@ -45,7 +45,9 @@ def build_parser():
     g = p.add_argument_group("model")
     g.add_argument("--version", default=os.environ.get("SD_VERSION", "2.0"), choices=sorted(VERSIONS),
                    help="SD version; picks the default --config, --ckpt_path and size")
-    g.add_argument("--config", default=None, help="model YAML (default: from --version)")
+    g.add_argument("--config", default=None,
+                   help="model YAML (default: the model_config.yaml saved beside a checkpoint from our training, "
+                        "else the one of --version); it must agree with the diffusion spec such a checkpoint records")
     g.add_argument("--ckpt_path", default=None, help="checkpoint: MindSpore/torch .ckpt, .safetensors "
                    "(default: MindONE's file name for --version under models/)")
     g.add_argument("--lora_ckpt_path", default=None, help="LoRA weights to apply")
@@ -55,15 +57,17 @@ def build_parser():
     g.add_argument("--H", type=int, default=None, help="image height, multiple of 8 (default: 512, 768 for -v)")
     g.add_argument("--sampling_steps", type=int, default=50, help="number of sampling steps")
     g.add_argument("--scale", type=float, default=9.0, help="classifier-free guidance scale (1 = off)")
-    g.add_argument("--guidance_rescale", type=float, default=0.0, help="guidance rescale phi (0.7 with zero SNR)")
+    g.add_argument("--guidance_rescale", type=float, default=None,
+                   help="guidance rescale phi (default: 0.7 for a zero-terminal-SNR model, else 0)")
     g.add_argument("--ddim_eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like)")
     for name in SAMPLER_FLAGS:
         g.add_argument(f"--{name}", action="store_true", help=f"use the {name} sampler")
     g.add_argument("--sampler", default=None, help="sampler by name (overrides the switches): " + ", ".join(SAMPLERS))
     g.add_argument("--timestep_spacing", default=None, choices=("leading", "trailing", "linspace"),
-                   help="timestep spacing (default: the sampler's own)")
-    g.add_argument("--rescale_zero_snr", type=str2bool, nargs="?", const=True, default=False,
-                   help="rescale the noise schedule to zero terminal SNR (v models)")
+                   help="timestep spacing (default: trailing for a zero-terminal-SNR model, else the sampler's own)")
+    g.add_argument("--rescale_zero_snr", type=str2bool, nargs="?", const=True, default=None,
+                   help="override the model's zero-terminal-SNR setting (default: what the config or the "
+                        "checkpoint's recorded spec says)")
     g = p.add_argument_group("randomness")
     g.add_argument("--seed", type=int, default=42, help="image i of the run uses seed + i")
     g.add_argument("--fixed_code", action="store_true", help="the same start noise for every batch")
@@ -98,10 +102,16 @@ def choose_sampler(args):
 
 
 def resolve_paths(args):
-    """(config, checkpoint, default size) from --version / --config / --ckpt_path, checked to exist."""
+    """(config, checkpoint, default size) from --version / --config /
+    --ckpt_path, checked to exist. Without --config, a model_config.yaml that our training saved
+    beside the checkpoint is the config (it states the spec the checkpoint was trained with)."""
     config, ckpt, size = VERSIONS[args.version]
-    config = args.config or os.path.join(REPO, config)
     ckpt = args.ckpt_path or os.path.join(REPO, ckpt)
+    if args.config:
+        config = args.config
+    else:
+        beside = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "model_config.yaml")
+        config = beside if args.ckpt_path and os.path.isfile(beside) else os.path.join(REPO, config)
     if not os.path.isfile(config):
         raise UserError(f"config file not found: {config}")
     if not os.path.exists(ckpt):
@@ -122,11 +132,7 @@ def settings_from_args(args):
     for name in ("n_iter", "n_samples", "sampling_steps"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    options = {}
-    if args.timestep_spacing:
-        options["timestep_spacing"] = args.timestep_spacing
-    if args.rescale_zero_snr:
-        options["rescale_zero_snr"] = True
+    options = {"timestep_spacing": args.timestep_spacing} if args.timestep_spacing else {}
     return RunSettings(prompt=args.prompt, data_path=args.data_path, negative_prompt=args.negative_prompt,
                        width=width, height=height, steps=args.sampling_steps, sampler=sampler,
                        scale=args.scale, guidance_rescale=args.guidance_rescale, eta=args.ddim_eta,
@@ -145,8 +151,9 @@ def main(argv=None):
     from ldm.pipeline import Text2ImagePipeline
     from ldm.pipeline_run import run_to_folder
     pipe = Text2ImagePipeline.from_config(settings.config, settings.checkpoint,
-                                          lora_path=args.lora_ckpt_path, lora_scale=args.lora_scale)
-    pipe.make_sampler(settings.sampler, eta=settings.eta, **settings.sampler_options)   # fail before any work
+                                          lora_path=args.lora_ckpt_path, lora_scale=args.lora_scale,
+                                          adopt_recorded_spec=not args.config,
+                                          rescale_zero_snr=args.rescale_zero_snr)
     summary = run_to_folder(pipe, settings, args.output_path, skip_grid=args.skip_grid,
                             skip_save=args.skip_save, resume=args.resume,
                             log=lambda msg: print(msg, file=sys.stderr))

@@ -18,11 +18,19 @@ from ldm.errors import run_cli  # noqa: E402
 from ldm.train.config import parse_config  # noqa: E402
 
 
+def validation_sampler(cfg):
+    """Validation images come from the text-to-image pipeline (training itself never imports it)."""
+    def make(model, config):
+        from ldm.pipeline import Text2ImagePipeline
+        return Text2ImagePipeline(model, config, compile=cfg.jit)
+    return make
+
+
 def main(argv=None):
     cfg = parse_config(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ldm.train.loop import train
-    summary = train(cfg)
+    summary = train(cfg, make_sampler=validation_sampler(cfg))
     logging.getLogger("ldm.train").info("done: %d steps, last loss %.5f, outputs in %s",
                                          summary["global_step"], summary["last_loss"], summary["output_path"])
     return 0

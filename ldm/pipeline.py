@@ -23,20 +23,21 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
+from ldm.diffusion.base import NoiseSource
+from ldm.diffusion.guidance import apply_guidance
 from ldm.errors import UserError
 from ldm.io.images import check_image_size, from_uint8, to_uint8
-from ldm.util import load_config
+from ldm.util import load_config, part_params
 
 logger = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------- the compiled model call
+# ---------------------------------------------------------------- the compiled model calls
 class GuidedDenoiser(nn.Cell):
     """One UNet evaluation with classifier-free guidance: x (N,C,h,w), t (N,), context (2N,77,D) -> (N,C,h,w).
 
-    ``context`` holds the unconditional embeddings first, then the conditional ones (as diffusers).
-    ``rescale`` > 0 applies guidance rescale: the guided output is pulled toward the conditional
-    output's per-sample standard deviation (unbiased std, as torch computes it).
+    ``context`` holds the unconditional embeddings first, then the conditional ones (as diffusers);
+    the mix (and guidance rescale when ``rescale`` is not None) is :func:`ldm.diffusion.guidance.apply_guidance`.
     """
 
     def __init__(self, model):
@@ -48,10 +49,7 @@ class GuidedDenoiser(nn.Cell):
         t2 = ops.cat((t, t), 0)
         out = self.model.apply_model(x2, t2, context)
         uncond, cond = ops.chunk(out, 2, 0)
-        guided = uncond + scale * (cond - uncond)
-        if rescale is not None:
-            guided = rescale_guidance(guided, cond, rescale)
-        return guided
+        return apply_guidance(uncond, cond, scale, rescale)
 
 
 class PlainDenoiser(nn.Cell):
@@ -63,32 +61,6 @@ class PlainDenoiser(nn.Cell):
 
     def construct(self, x, t, context):
         return self.model.apply_model(x, t, context)
-
-
-def _std_per_sample(x):
-    n = x[0].size
-    mean = x.mean(axis=(1, 2, 3), keep_dims=True)
-    var = ((x - mean) ** 2).sum(axis=(1, 2, 3), keepdims=True) / (n - 1)
-    return ops.sqrt(var)
-
-
-def rescale_guidance(guided, cond, phi):
-    """Guidance rescale: phi * guided * std(cond) / std(guided) + (1 - phi) * guided."""
-    rescaled = guided * (_std_per_sample(cond) / _std_per_sample(guided))
-    return phi * rescaled + (1.0 - phi) * guided
-
-
-# ---------------------------------------------------------------- randomness per image
-class PerImageNoise:
-    """Standard-normal noise for stochastic samplers, drawn per image from its own generator."""
-
-    def __init__(self, seeds):
-        self.rngs = [np.random.default_rng([int(s) % 2 ** 63, 1]) for s in seeds]
-
-    def __call__(self, like):
-        shape = tuple(like.shape)
-        noise = np.stack([rng.standard_normal(shape[1:]) for rng in self.rngs]).astype(np.float32)
-        return ms.Tensor(noise, dtype=like.dtype)
 
 
 def initial_noise(seeds, shape):
@@ -114,7 +86,6 @@ class Text2ImagePipeline:
         self.config = config or {}
         self.ckpt_path = ckpt_path
         model.set_train(False)
-        self.prediction_type = getattr(model, "prediction_type", "eps")
         self.latent_channels, self.latent_factor = self._latent_geometry()
         # every network call compiled once per input shape (ms.jit); eager versions kept as fallback
         self._eager = dict(guided=GuidedDenoiser(model), plain=PlainDenoiser(model),
@@ -124,46 +95,53 @@ class Text2ImagePipeline:
                        for name, fn in self._eager.items()}
 
     @classmethod
-    def from_config(cls, config, ckpt_path=None, lora_path=None, lora_scale=1.0, compile=True):
-        """Build from a model YAML (path or dict) and a checkpoint (any format ldm.convert reads)."""
+    def from_config(cls, config, ckpt_path=None, lora_path=None, lora_scale=1.0, compile=True,
+                    adopt_recorded_spec=False, **spec_overrides):
+        """Build from a model YAML (path or dict) and a checkpoint (any format ldm.convert reads).
+
+        A checkpoint from our training records its DiffusionSpec: the config must agree with it, or
+        with ``adopt_recorded_spec`` the recorded spec replaces the YAML's (text_to_image.py does this
+        when no --config is given). ``spec_overrides`` (e.g. rescale_zero_snr=True) win over both.
+        """
         from ldm.convert.checkpoint import load_model
         cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
         if ckpt_path is not None and not os.path.exists(ckpt_path):
             raise UserError(f"checkpoint not found: {ckpt_path}")
-        model = load_model(cfg, ckpt_path)
+        model = load_model(config, ckpt_path, adopt_recorded_spec=adopt_recorded_spec, **spec_overrides)
         if lora_path:
-            from ldm.train.lora import load_lora
+            from ldm.models.lora import load_lora
             if not os.path.exists(lora_path):
                 raise UserError(f"LoRA checkpoint not found: {lora_path}")
             load_lora(model, lora_path, lora_scale)
         return cls(model, cfg, ckpt_path, compile=compile)
 
-    def _model_params(self):
-        return (self.config.get("model") or {}).get("params") or {}
+    @property
+    def spec(self):
+        """The model's DiffusionSpec (schedule, prediction type, zero SNR, latent scale)."""
+        return self.model.spec
+
+    @property
+    def prediction_type(self):
+        return self.model.prediction_type
 
     def _latent_geometry(self):
         """(latent channels, image->latent downsampling factor) from the config (SD: 4, 8)."""
-        params = self._model_params()
-        unet = (params.get("unet_config") or {}).get("params") or {}
-        dd = ((params.get("first_stage_config") or {}).get("params") or {}).get("ddconfig") or {}
+        unet = part_params(self.config, "unet_config") if self.config else {}
+        dd = (part_params(self.config, "first_stage_config") if self.config else {}).get("ddconfig") or {}
         channels = int(unet.get("in_channels", 4))
         factor = 2 ** (len(dd["ch_mult"]) - 1) if "ch_mult" in dd else 8
         return channels, factor
 
     # ---- samplers
     def make_sampler(self, name, eta=0.0, **overrides):
-        """Our sampler ``name`` on this model's noise schedule and prediction type (SD defaults)."""
+        """Sampler ``name`` on this model's DiffusionSpec. ``overrides``: sampler options, or spec
+        fields (prediction_type, rescale_zero_snr, ...) that win over the model's (None = not given)."""
         from ldm.diffusion.samplers import get_sampler
-        params = self._model_params()
-        kwargs = dict(prediction_type=self.prediction_type,
-                      linear_start=float(params.get("linear_start", 0.00085)),
-                      linear_end=float(params.get("linear_end", 0.012)),
-                      num_train_timesteps=int(params.get("timesteps", 1000)))
+        overrides = {k: v for k, v in overrides.items() if v is not None}
         if eta and name == "ddim":
-            kwargs["eta"] = float(eta)
-        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+            overrides["eta"] = float(eta)
         try:
-            return get_sampler(name, **kwargs)
+            return get_sampler(name, spec=self.spec, **overrides)
         except KeyError as exc:
             raise UserError(f"unknown sampler {name!r}: {exc}".rstrip()) from exc
         except (TypeError, ValueError) as exc:
@@ -193,9 +171,9 @@ class Text2ImagePipeline:
         return self.generate(prompt, **kwargs).images
 
     def generate(self, prompt, negative_prompt="", width=512, height=512, steps=50, sampler="ddim",
-                 scale=7.5, guidance_rescale=0.0, seed=None, seeds=None, num_images=None, latents=None,
+                 scale=7.5, guidance_rescale=None, seed=None, seeds=None, num_images=None, latents=None,
                  eta=0.0, sampler_options=None, init_image=None, strength=0.8, intermediates_every=0,
-                 progress=False):
+                 progress=False, callback=None):
         """Run the sampler and decode.
 
         prompt: str or list of N prompts (a str is repeated ``num_images`` times, default 1 or the
@@ -204,8 +182,11 @@ class Text2ImagePipeline:
         latents: optional unit-variance initial noise, numpy (N, C, H/f, W/f); it is multiplied by the
         sampler's init_noise_sigma, as diffusers does. sampler: a name of ldm.diffusion.samplers
         (or a sampler object); sampler_options: overrides such as timestep_spacing, rescale_zero_snr.
+        guidance_rescale: phi; None = the spec's choice (0.7 with zero terminal SNR, else 0).
         init_image: uint8 (H, W, 3) / (N, H, W, 3) or a path -> img2img, keeping (1 - strength) of
         the schedule. intermediates_every=k: also decode every k-th step's predicted x0.
+        callback(step, timestep, latents, pred_x0): called once per model call (diffusers' per-step
+        callback; pred_x0 may be None for samplers that never form it).
         """
         prompts, negatives = self._prompt_lists(prompt, negative_prompt, num_images, latents)
         n = len(prompts)
@@ -224,28 +205,32 @@ class Text2ImagePipeline:
         smp = sampler if not isinstance(sampler, str) else \
             self.make_sampler(sampler, eta=eta, **(sampler_options or {}))
         smp.set_timesteps(int(steps))
+        if guidance_rescale is None:
+            guidance_rescale = smp.spec.sampling_defaults()["guidance_rescale"]
 
         guided = float(scale) != 1.0
         context = self.encode_prompts(prompts, negatives if guided else None)
         x, start = self._start(smp, noise, seeds, init_image, strength, width, height, int(steps))
-        intermediates = []
-        noise_fn = PerImageNoise(seeds)
-        calls = range(start, len(smp.timesteps))
-        if progress:
-            from tqdm import tqdm
-            calls = tqdm(calls, desc=f"{getattr(smp, 'name', 'sampler')} steps", leave=False)
         scale_t = ms.Tensor(float(scale), ms.float32)
         rescale_t = ms.Tensor(float(guidance_rescale), ms.float32) if guidance_rescale else None
-        for i in calls:
-            t = ms.Tensor(np.full((n,), float(smp.timesteps[i]), dtype=np.float32))
-            x_in = smp.scale_model_input(x, i)
+
+        def denoise(x_in, t):
+            t = ms.Tensor(np.full((n,), t, dtype=np.float32))
             if guided:
-                out = self._run("guided", x_in, t, context, scale_t, rescale_t)
-            else:
-                out = self._run("plain", x_in, t, context)
-            x, pred_x0 = smp.step(out, i, x, noise_fn)
+                return self._run("guided", x_in, t, context, scale_t, rescale_t)
+            return self._run("plain", x_in, t, context)
+
+        intermediates = []
+
+        def after_step(i, t, x_i, pred_x0):
             if intermediates_every and pred_x0 is not None and (i - start + 1) % intermediates_every == 0:
                 intermediates.append((i, self.decode(pred_x0)))
+            if callback is not None:
+                callback(i, t, x_i, pred_x0)
+
+        for x, _ in smp.iterate(denoise, x, start=start, callback=after_step, noise_fn=NoiseSource(seeds),
+                                progress=progress):
+            pass
         return GenerationResult(self.decode(x), seeds, intermediates, x.asnumpy())
 
     def _run(self, name, *args):
@@ -274,20 +259,11 @@ class Text2ImagePipeline:
             raise UserError(f"strength {strength} with {steps} steps leaves no step to run; raise either")
         per_step = max(1, len(smp.timesteps) // steps)
         start = (steps - kept) * per_step
-        abar = self._alpha_cumprod_at(smp, start)
+        abar = smp.noise_level(start)
         x = np.sqrt(abar) * x0.asnumpy() + np.sqrt(1.0 - abar) * noise
         if float(smp.init_noise_sigma) != 1.0:       # sigma-space samplers hold x0 + sigma * eps
             x = x / np.sqrt(abar)
         return ms.Tensor(x.astype(np.float32)), start
-
-    @staticmethod
-    def _alpha_cumprod_at(smp, i):
-        """Noise level (alpha-bar) the sampler expects its latent at model call i to have."""
-        scales = getattr(smp, "_input_scales", None)
-        if scales is not None:                       # k-diffusion family: scale = 1/sqrt(sigma^2+1)
-            return float(scales[i]) ** 2
-        abar = smp.schedule.alphas_cumprod
-        return float(np.interp(float(smp.timesteps[i]), np.arange(len(abar)), abar))
 
     @staticmethod
     def _init_images(init_image, width, height, n):

@@ -37,7 +37,7 @@ class RunSettings:
     steps: int = 50
     sampler: str = "ddim"
     scale: float = 9.0
-    guidance_rescale: float = 0.0
+    guidance_rescale: float = None     # None: the model spec's choice (0.7 with zero terminal SNR)
     eta: float = 0.0
     seed: int = 42
     n_iter: int = 1
@@ -98,13 +98,16 @@ def load_init_latents(path, n_samples, shape):
     return arr.astype(np.float32)
 
 
-def image_record(settings, batch, j, file, run_start, prediction_type):
+def image_record(settings, batch, j, file, run_start, sampler, guidance_rescale):
+    """The manifest line of one image: its prompt and seed plus every setting that decided it, the
+    diffusion spec the sampler actually ran on included (prediction type, zero SNR, spacing)."""
     rec = dict(index=batch.indices[j], file=file, prompt=batch.prompts[j],
                negative_prompt=settings.negative_prompt, seed=batch.seeds[j], sampler=settings.sampler,
-               steps=settings.steps, scale=settings.scale, guidance_rescale=settings.guidance_rescale,
+               steps=settings.steps, scale=settings.scale, guidance_rescale=guidance_rescale,
                width=settings.width, height=settings.height, checkpoint=settings.checkpoint,
-               config=settings.config, prediction_type=prediction_type, eta=settings.eta,
-               run_start=run_start)
+               config=settings.config, prediction_type=sampler.prediction_type,
+               rescale_zero_snr=sampler.spec.rescale_zero_snr, beta_schedule=sampler.spec.beta_schedule,
+               timestep_spacing=sampler.timestep_spacing, eta=settings.eta, run_start=run_start)
     if settings.sampler_options:
         rec["sampler_options"] = settings.sampler_options
     if settings.init_latents:
@@ -137,6 +140,10 @@ def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False,
         run_start = max(done.values(), key=lambda r: r["index"]).get("run_start", 0)
     else:
         run_start = _first_free_index(output_path, done)
+    sampler = pipe.make_sampler(settings.sampler, eta=settings.eta, **settings.sampler_options)
+    guidance_rescale = settings.guidance_rescale
+    if guidance_rescale is None:
+        guidance_rescale = sampler.spec.sampling_defaults()["guidance_rescale"]
     shape = (pipe.latent_channels, settings.height // pipe.latent_factor, settings.width // pipe.latent_factor)
     init_latents = load_init_latents(settings.init_latents, settings.n_samples, shape) \
         if settings.init_latents else None
@@ -155,7 +162,7 @@ def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False,
     grid_images, written, skipped = [], 0, 0
     for batch in plan_batches(settings, run_start):
         files = [os.path.join("samples", f"{i:05d}.png") for i in batch.indices]
-        records = [image_record(settings, batch, j, files[j], run_start, pipe.prediction_type)
+        records = [image_record(settings, batch, j, files[j], run_start, sampler, guidance_rescale)
                    for j in range(len(batch.prompts))]
         todo = [j for j, i in enumerate(batch.indices) if not (resume and i in done)]
         for j, i in enumerate(batch.indices):
@@ -171,10 +178,9 @@ def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False,
             continue
         latents = None if init_latents is None else init_latents[:len(batch.prompts)]
         result = pipe.generate(batch.prompts, negative_prompt=settings.negative_prompt, width=settings.width,
-                               height=settings.height, steps=settings.steps, sampler=settings.sampler,
-                               scale=settings.scale, guidance_rescale=settings.guidance_rescale,
-                               seeds=batch.seeds, latents=latents, eta=settings.eta,
-                               sampler_options=settings.sampler_options, init_image=init_image,
+                               height=settings.height, steps=settings.steps, sampler=sampler,
+                               scale=settings.scale, guidance_rescale=guidance_rescale,
+                               seeds=batch.seeds, latents=latents, init_image=init_image,
                                strength=settings.strength, intermediates_every=settings.save_intermediates)
         for j in range(len(batch.prompts)):
             if not skip_save and j in todo:

@@ -21,6 +21,38 @@ def load_config(path):
     return cfg
 
 
+def write_yaml(config, path):
+    """Write a config as YAML atomically (temp file, then rename). Returns ``path``."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f, sort_keys=False, default_flow_style=None)
+    os.replace(tmp, path)
+    return path
+
+
+def model_section(config):
+    """The ``model`` mapping ({target, params, prediction_type}) of a model config given as a YAML path,
+    the whole config, or the section itself: the one accessor every part of the library uses."""
+    if isinstance(config, (str, os.PathLike)):
+        config = load_config(os.fspath(config))
+    if not isinstance(config, dict):
+        raise UserError(f"model config must be a mapping or a YAML path, got {type(config).__name__}")
+    section = config.get("model", config)
+    if not isinstance(section, dict):
+        raise UserError("the model config's 'model' entry is not a mapping")
+    return section
+
+
+def model_params(config):
+    """``model.params`` of a model config ({} when absent)."""
+    return model_section(config).get("params") or {}
+
+
+def part_params(config, key):
+    """``model.params.<key>.params`` (key: unet_config, first_stage_config, cond_stage_config)."""
+    return (model_params(config).get(key) or {}).get("params") or {}
+
+
 # MindONE's (and CompVis') target strings -> ours, so their model YAMLs build our classes unchanged
 TARGET_ALIASES = {
     "ldm.models.diffusion.ddpm.LatentDiffusion": "ldm.models.latent_diffusion.LatentDiffusion",

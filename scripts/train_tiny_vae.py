@@ -48,7 +48,7 @@ def load_images(folder, size):
 
 def save_full_model(model, path):
     """Every LatentDiffusion parameter, MindONE names, written atomically."""
-    from ldm.train.checkpoint import atomic_save
+    from ldm.io.ms_checkpoint import atomic_save
 
     atomic_save(list(model.get_parameters()), path)
 

@@ -36,5 +36,5 @@ def pipeline(style, prediction_type="eps"):
     """The converted fixture pipeline, shared by the test files of a session (graphs compile once);
     ``prediction_type`` reads the same weights as an eps or a v model."""
     pipe = _pipeline(style)
-    pipe.prediction_type = prediction_type
+    pipe.model.set_spec(pipe.spec.replace(prediction_type=prediction_type))
     return pipe

@@ -22,11 +22,13 @@ def model():
 
 def test_prediction_type_and_schedule(model):
     assert model.prediction_type == "v"
-    assert model.num_timesteps == 1000 and model.betas.dtype == np.float64
+    sched = model.schedule
+    assert sched.num_train_timesteps == 1000 and sched.betas.dtype == np.float64
     betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2  # SD's scaled_linear
-    np.testing.assert_allclose(model.betas, betas, rtol=1e-12)
-    np.testing.assert_allclose(model.alphas_cumprod, np.cumprod(1 - betas), rtol=1e-12)
-    assert model.scale_factor == pytest.approx(0.18215)
+    np.testing.assert_allclose(sched.betas, betas, rtol=1e-12)
+    np.testing.assert_allclose(sched.alphas_cumprod, np.cumprod(1 - betas), rtol=1e-12)
+    assert model.scale_factor == pytest.approx(0.18215) == model.spec.scale_factor
+    assert model.spec.rescale_zero_snr is False
 
 
 def test_eps_config_and_mindone_parameterization_key():
@@ -81,7 +83,8 @@ def test_latent_scaling_round_trip(model):
 
 @pytest.mark.parametrize("edit,message", [
     (lambda cfg: cfg["model"]["params"].pop("unet_config"), "unet_config"),
-    (lambda cfg: cfg["model"].update(prediction_type="x0"), "prediction type"),
+    (lambda cfg: cfg["model"].update(prediction_type="flow"), "prediction_type"),
+    (lambda cfg: cfg["model"]["params"].update(beta_schedule="sigmoid"), "beta_schedule"),
     (lambda cfg: cfg["model"].pop("params"), "model.params"),
 ])
 def test_bad_configs_raise_user_errors(edit, message):

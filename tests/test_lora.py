@@ -7,7 +7,7 @@ import pytest
 from mindspore import Tensor
 
 from ldm.errors import CheckpointError
-from ldm.train.lora import (inject_lora, load_lora, lora_param_count, lora_parameters, merge_lora,
+from ldm.models.lora import (inject_lora, load_lora, lora_param_count, lora_parameters, merge_lora,
                             save_lora)
 from tests.train_standin import StandInLDM
 

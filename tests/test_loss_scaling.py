@@ -21,7 +21,7 @@ class LinearObjective(nn.Cell):
         w = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
         self.w = Parameter(Tensor(w), name="w")
 
-    def construct(self, latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight):
+    def construct(self, latents, cond, t, noise, abar, weight):
         return ops.square(ops.matmul(latents, self.w) - noise).mean()
 
 
@@ -37,7 +37,7 @@ def batch(scale=1.0, seed=1):
     x = (rng.standard_normal((8, 4)) * scale).astype(np.float32)
     y = rng.standard_normal((8, 3)).astype(np.float32)
     zeros = Tensor(np.zeros(8, np.float32))
-    return (Tensor(x), zeros, zeros, Tensor(y), zeros, zeros, zeros, zeros, Tensor(np.float32(1e-2)))
+    return (Tensor(x), zeros, zeros, Tensor(y), zeros, zeros, Tensor(np.float32(1e-2)))
 
 
 def test_power_of_two_scale_gives_the_unscaled_updates():

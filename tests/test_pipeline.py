@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from mindspore import nn
 
+from ldm.diffusion.base import NoiseSource
+from ldm.diffusion.guidance import apply_guidance
 from ldm.errors import UserError
-from ldm.pipeline import GuidedDenoiser, PerImageNoise, Text2ImagePipeline, initial_noise, rescale_guidance
+from ldm.pipeline import GuidedDenoiser, Text2ImagePipeline, initial_noise
 
 
 class ToyModel(nn.Cell):
@@ -50,21 +52,27 @@ def test_guided_denoiser_compiled_eager_and_formula_agree(phi):
         assert np.abs(expected - numpy_guidance(out[:2], out[2:], 7.5, 0.0)).max() > 1e-2
 
 
-def test_rescale_guidance_matches_formula():
+@pytest.mark.parametrize("phi", [0.5, 0.9])
+def test_guidance_rescale_matches_formula(phi):
+    """uncond == cond isolates the rescale: guided = cond, so the result is phi * g * std(c)/std(g) + (1-phi) g
+    with g = uncond + s (cond - uncond); checked for numpy and MindSpore, with an unbiased-std reference."""
     rng = np.random.default_rng(1)
-    g, c = rng.standard_normal((2, 3, 2, 2, 2)).astype(np.float32)
+    u, c = rng.standard_normal((2, 3, 2, 2, 2)).astype(np.float32)
     c = 0.3 * c
-    got = rescale_guidance(ms.Tensor(g), ms.Tensor(c), 0.5).asnumpy()
+    g = u + 4.0 * (c - u)
     ratio = c.std(axis=(1, 2, 3), keepdims=True, ddof=1) / g.std(axis=(1, 2, 3), keepdims=True, ddof=1)
-    np.testing.assert_allclose(got, 0.5 * g * ratio + 0.5 * g, rtol=1e-5)
+    expected = phi * g * ratio + (1 - phi) * g
+    np.testing.assert_allclose(apply_guidance(u, c, 4.0, phi), expected, rtol=1e-5, atol=1e-6)
+    got = apply_guidance(ms.Tensor(u), ms.Tensor(c), 4.0, ms.Tensor(phi, ms.float32)).asnumpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_randomness_is_per_image():
     """Image j's start noise and sampler noise depend on its seed only, not on its batch."""
     assert np.array_equal(initial_noise([10, 11], (4, 2, 2))[1], initial_noise([11], (4, 2, 2))[0])
     like = ms.Tensor(np.zeros((2, 4, 2, 2), np.float32))
-    pair = PerImageNoise([10, 11])(like).asnumpy()
-    alone = PerImageNoise([11])(like[:1]).asnumpy()
+    pair = NoiseSource([10, 11])(like).asnumpy()
+    alone = NoiseSource([11])(like[:1]).asnumpy()
     assert np.array_equal(pair[1], alone[0])
     assert not np.array_equal(pair[0], pair[1])
     assert not np.array_equal(alone[0], initial_noise([11], (4, 2, 2))[0])   # separate streams

@@ -5,7 +5,7 @@ import pytest
 
 from ldm.convert.checkpoint import load_model
 from ldm.pipeline import Text2ImagePipeline
-from ldm.train.lora import inject_lora, lora_layers, save_lora
+from ldm.models.lora import inject_lora, lora_layers, save_lora
 from ldm.util import load_config
 from pipeline_models import converted
 

@@ -25,6 +25,10 @@ class StandInPipeline:
     def __init__(self):
         self.calls = []
 
+    def make_sampler(self, name, eta=0.0, **options):
+        from ldm.diffusion.samplers import get_sampler
+        return get_sampler(name, prediction_type=self.prediction_type, **options)
+
     def generate(self, prompts, seeds=None, width=16, height=16, latents=None, **kwargs):
         self.calls.append(dict(prompts=list(prompts), seeds=list(seeds), latents=latents, **kwargs))
         images = []

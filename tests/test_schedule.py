@@ -37,7 +37,8 @@ def test_sd_defaults():
     s = NoiseSchedule()
     assert s.betas[0] == pytest.approx(0.00085) and s.betas[-1] == pytest.approx(0.012)
     assert s.alphas_cumprod[-1] == pytest.approx(0.0046, abs=1e-4)     # SD's terminal SNR is not zero
-    s2 = NoiseSchedule.from_model_params({"linear_start": 0.00085, "linear_end": 0.012, "timesteps": 1000})
+    from ldm.diffusion.spec import resolve_spec
+    s2 = resolve_spec({"params": {"linear_start": 0.00085, "linear_end": 0.012, "timesteps": 1000}}).schedule
     np.testing.assert_array_equal(s.betas, s2.betas)
 
 

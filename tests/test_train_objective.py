@@ -85,7 +85,7 @@ def test_min_snr_weights_equal_the_formula(prediction_type):
     snr = abar / (1 - abar)
     gamma = 5.0
     expected = np.minimum(snr, gamma) / (snr if prediction_type == "eps" else snr + 1)
-    weight = timestep_terms(sched, t, prediction_type, gamma)[3]
+    weight = timestep_terms(sched, t, prediction_type, gamma)[1]
     np.testing.assert_allclose(weight, expected, rtol=1e-6)
     # and the weighted loss is the weighted mean of per-sample squared errors
     x0, noise, out, t2 = _fixed_tensors()
@@ -102,7 +102,7 @@ def test_min_snr_weights_equal_the_formula(prediction_type):
 def test_min_snr_with_zero_terminal_snr_stays_finite():
     sched = NoiseSchedule(rescale_zero_snr=True)
     for kind in ("eps", "v"):
-        w = timestep_terms(sched, np.array([999, 500]), kind, 5.0)[3]
+        w = timestep_terms(sched, np.array([999, 500]), kind, 5.0)[1]
         assert np.isfinite(w).all()
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from ldm.train.checkpoint import read_checkpoint
+from ldm.io.ms_checkpoint import read_checkpoint
 from ldm.train.config import parse_config
 from ldm.train.loop import TrainRun
 from ldm.train.trainer import timestep_terms
@@ -136,18 +136,21 @@ def test_gradient_accumulation_equals_larger_batch(workspace, tmp_path):
 def test_validation_images_are_written(tmp_path):
     import argparse
     from ldm.models.latent_diffusion import build_model
-    from ldm.train.validation import sample_validation_images
+    from ldm.pipeline import Text2ImagePipeline
+    from ldm.train.validation import write_validation_images
     from ldm.util import load_config
     config = load_config(os.path.join(REPO, "configs", "tiny-v2-vpred.yaml"))
     ms.set_seed(0)
-    model = build_model(config)
+    pipe = Text2ImagePipeline(build_model(config), config, compile=False)
     cfg = argparse.Namespace(validation_prompts=["a red circle", "a blue square"], image_size=32,
                              validation_sampling_steps=2, validation_sampler="ddim", validation_guidance_scale=3.0,
-                             seed=1, rescale_zero_snr=False, output_path=str(tmp_path), jit=False)
-    paths = sample_validation_images(model, cfg, config, "v", 5)
+                             seed=1, output_path=str(tmp_path))
+    paths = write_validation_images(pipe, cfg, 5)
     assert [os.path.basename(p) for p in paths] == ["step5_0.png", "step5_1.png"]
     from PIL import Image
-    assert Image.open(paths[0]).size == (32, 32)
+    saved = np.asarray(Image.open(paths[1]))
+    expected = pipe(["a red circle", "a blue square"], width=32, height=32, steps=2, sampler="ddim", scale=3.0, seed=1)
+    np.testing.assert_array_equal(saved, expected[1])
 
 
 def test_cache_latents_trains_and_matches_uncached_first_step(workspace, tmp_path):

@@ -9,7 +9,7 @@ import time
 import numpy as np
 from mindspore import Tensor
 
-from ldm.train.checkpoint import read_checkpoint
+from ldm.io.ms_checkpoint import read_checkpoint
 from ldm.train.config import parse_config
 from ldm.train.loop import TrainRun
 from ldm.train.trainer import timestep_terms

@@ -1,9 +1,11 @@
-"""A tiny stand-in with LatentDiffusion's interface (see notes/INTERFACES.md), for training tests
+"""A tiny stand-in with LatentDiffusion's interface (ldm.models.latent_diffusion), for training tests
 that must not depend on the real model's size: conv "VAE" (8x down), hashed-character "text
 encoder", and a small UNet-like net with one cross-attention block (to_q/to_k/to_v/to_out.0)."""
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
+
+from ldm.diffusion.spec import DiffusionSpec
 
 
 class CrossAttention(nn.Cell):
@@ -73,15 +75,24 @@ class TinyText(nn.Cell):
 
 
 class StandInLDM(nn.Cell):
-    def __init__(self, prediction_type="v", scale_factor=0.5, linear_start=0.00085, linear_end=0.012,
-                 timesteps=1000):
+    def __init__(self, spec=None):
         super().__init__()
         self.model = Wrapper(TinyUNet())
         self.first_stage_model = TinyVAE()
         self.cond_stage_model = TinyText()
-        self.prediction_type = prediction_type
-        self.scale_factor = scale_factor
-        self.num_timesteps = timesteps
+        self.set_spec(spec or DiffusionSpec(prediction_type="v", scale_factor=0.5))
+
+    def set_spec(self, spec):
+        self.spec = spec
+        self.scale_factor = spec.scale_factor
+
+    @property
+    def prediction_type(self):
+        return self.spec.prediction_type
+
+    @property
+    def schedule(self):
+        return self.spec.schedule
 
     @property
     def diffusion_model(self):
@@ -113,7 +124,7 @@ STANDIN_YAML = """model:
   target: tests.train_standin.StandInLDM
   prediction_type: v
   params:
-    prediction_type: v
+    scale_factor: 0.5
     linear_start: 0.00085
     linear_end: 0.012
     timesteps: 1000

@@ -19,6 +19,7 @@ import numpy as np
 from ldm.convert import names_text
 from ldm.convert.readers import read_weight_file
 from ldm.errors import CheckpointError
+from ldm.util import part_params
 
 UNET, VAE, TEXT = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."
 SD1_TEXT = "cond_stage_model.transformer.text_model."
@@ -59,27 +60,18 @@ def detect_layout(state):
 
 
 # ------------------------------------------------------------------ name conversion
-def _model_params(config):
-    model = config.get("model", config)
-    return model.get("params", {}) or {}
-
-
-def _part_params(config, key):
-    return (_model_params(config).get(key) or {}).get("params", {}) or {}
-
-
 def _unet_rows(config):
     from ldm.convert.names_unet import unet_name_table
-    return unet_name_table(_part_params(config, "unet_config"))
+    return unet_name_table(part_params(config, "unet_config"))
 
 
 def _vae_rows(config):
     from ldm.convert.names_vae import vae_name_table
-    return vae_name_table(_part_params(config, "first_stage_config").get("ddconfig", {}))
+    return vae_name_table(part_params(config, "first_stage_config").get("ddconfig", {}))
 
 
 def _text_layers(config):
-    return int(_part_params(config, "cond_stage_config").get("layers", 12))
+    return int(part_params(config, "cond_stage_config").get("layers", 12))
 
 
 def _take(state, rows, ours_prefix, src_prefix, src_column, out, used):
@@ -211,24 +203,36 @@ def load_params_into(cell, state_dict, strict=True, prefix="", unexpected=(), as
     return sorted(missing + [m.split(" ", 1)[0] for m in mismatched])
 
 
-def load_model(config, ckpt_path=None, strict=True):
+def load_model(config, ckpt_path=None, strict=True, adopt_recorded_spec=False, **spec_overrides):
     """Build the LatentDiffusion model of ``config`` (dict or YAML path) and load ``ckpt_path``.
 
     Any layout/format is accepted (see module doc). ``ckpt_path=None`` keeps random weights.
+    A checkpoint written by our training records its DiffusionSpec: by default the config must agree
+    with it (prediction type, zero SNR, beta schedule), else one UserError; ``adopt_recorded_spec``
+    (used when the user gave no config) takes the recorded spec instead of the YAML's.
+    ``spec_overrides`` (DiffusionSpec fields, None = not given) win over both.
     Raises CheckpointError (one message) if the weights do not fit.
     """
+    from ldm.diffusion.spec import check_recorded_spec, recorded_spec, resolve_spec
     from ldm.models.latent_diffusion import build_model
     from ldm.util import load_config
 
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     if ckpt_path is None:
-        return build_model(cfg)
+        return build_model(cfg, **spec_overrides)
     if not os.path.exists(ckpt_path):
         raise CheckpointError(f"checkpoint not found: {ckpt_path}")
     state = read_state_dict(ckpt_path)
+    recorded = recorded_spec(state)
+    if recorded is not None:
+        if adopt_recorded_spec:
+            spec_overrides = dict(recorded.to_dict(), **{k: v for k, v in spec_overrides.items() if v is not None})
+        else:
+            name = config if isinstance(config, (str, os.PathLike)) else "the model config"
+            check_recorded_spec(resolve_spec(cfg), recorded, name, ckpt_path)
     state, unexpected = convert_to_mindone(state, cfg)
     # strict loading sets every parameter, so skip the (slow, large) random initialisation
-    model = build_model(cfg, lazy_init=strict)
+    model = build_model(cfg, lazy_init=strict, **spec_overrides)
     load_params_into(model, state, strict=strict, unexpected=unexpected)
     model.set_train(False)
     return model

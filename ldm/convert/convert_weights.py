@@ -2,12 +2,13 @@
 import os
 
 import numpy as np
-import yaml
 
 from ldm.convert import checkpoint
 from ldm.convert.diffusers import diffusers_model_config, is_diffusers_folder
 from ldm.convert.readers import write_safetensors
+from ldm.diffusion.spec import check_recorded_spec, recorded_spec, resolve_spec, spec_record
 from ldm.errors import UserError
+from ldm.util import write_yaml
 
 CONFIG_HINTS = {"v1": "configs/v1-inference.yaml",
                 "v2": "configs/v2-inference.yaml (512, eps) or configs/v2-vpred-inference.yaml (768-v)"}
@@ -38,9 +39,10 @@ def _checked_mindone_state(state, cfg):
     return out
 
 
-def save_mindspore_checkpoint(state, path, dtype="fp32"):
+def save_mindspore_checkpoint(state, path, dtype="fp32", append_dict=None):
     """Write ``name -> array`` as a MindSpore .ckpt atomically (float arrays as float32, or float16
-    with ``dtype="fp16"``: half the file; loading casts back to each parameter's dtype)."""
+    with ``dtype="fp16"``: half the file; loading casts back to each parameter's dtype).
+    ``append_dict``: extra entries (the recorded diffusion spec)."""
     import mindspore as ms
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -49,7 +51,7 @@ def save_mindspore_checkpoint(state, path, dtype="fp32"):
     items = [{"name": k, "data": ms.Tensor(v.astype(float_type) if np.issubdtype(v.dtype, np.floating) else v)}
              for k, v in state.items()]
     try:
-        ms.save_checkpoint(items, tmp)
+        ms.save_checkpoint(items, tmp, append_dict=append_dict)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # MindSpore writes 0400; a user expects an ordinary file
@@ -57,13 +59,6 @@ def save_mindspore_checkpoint(state, path, dtype="fp32"):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def write_yaml(cfg, path):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=None)
-    os.replace(tmp, path)
 
 
 def convert_weights(source, target, config=None, config_out=None, to="mindspore", dtype="fp32"):
@@ -83,10 +78,13 @@ def convert_weights(source, target, config=None, config_out=None, to="mindspore"
         raise UserError(f"{source} is a folder but not a diffusers one (needs unet/, vae/, text_encoder/)")
     state = checkpoint.read_state_dict(source)
     cfg = _source_config(source, config, state)
+    recorded = recorded_spec(state)          # a checkpoint of our training keeps its spec
+    if recorded is not None:
+        check_recorded_spec(resolve_spec(cfg), recorded, config or "the config", source)
     layout = checkpoint.detect_layout(state)
     ours = _checked_mindone_state(state, cfg)
     if to == "mindspore":
-        save_mindspore_checkpoint(ours, target, dtype)
+        save_mindspore_checkpoint(ours, target, dtype, append_dict=spec_record(recorded) if recorded else None)
     else:
         exported = checkpoint.convert_mindone_to_diffusers(ours, cfg)
         if target.endswith(".safetensors"):
@@ -100,4 +98,4 @@ def convert_weights(source, target, config=None, config_out=None, to="mindspore"
             + (f"; config -> {config_out}" if config_out else ""))
 
 
-__all__ = ["convert_weights", "save_mindspore_checkpoint", "write_yaml"]
+__all__ = ["convert_weights", "save_mindspore_checkpoint"]

@@ -9,6 +9,7 @@ import json
 import os
 
 from ldm.convert.readers import read_weight_file
+from ldm.diffusion.prediction import normalize_prediction_type
 from ldm.errors import CheckpointError
 
 PARTS = {
@@ -18,7 +19,6 @@ PARTS = {
             "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin"],
     "text_encoder": ["model.safetensors", "model.fp16.safetensors", "pytorch_model.bin", "pytorch_model.fp16.bin"],
 }
-PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v"}
 
 
 def is_diffusers_folder(path):
@@ -155,9 +155,10 @@ def _scheduler(folder):
     if schedule != "scaled_linear":
         raise CheckpointError(f"unsupported beta_schedule {schedule!r} (Stable Diffusion uses scaled_linear)")
     pred = cfg.get("prediction_type", "epsilon")
-    if pred not in PREDICTION_TYPES:
-        raise CheckpointError(f"unsupported prediction_type {pred!r} in {sub}")
-    return cfg, PREDICTION_TYPES[pred]
+    try:
+        return cfg, normalize_prediction_type(pred)
+    except ValueError as exc:
+        raise CheckpointError(f"unsupported prediction_type {pred!r} in {sub}") from exc
 
 
 def diffusers_model_config(folder):

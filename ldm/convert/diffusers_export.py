@@ -9,15 +9,13 @@ import os
 import shutil
 
 from ldm.convert.readers import write_safetensors
+from ldm.diffusion.prediction import DIFFUSERS_NAMES
+from ldm.diffusion.spec import resolve_spec
 from ldm.errors import CheckpointError
 from ldm.models.tokenizer import DEFAULT_VOCAB, NUM_MERGES, CLIPTokenizer
+from ldm.util import model_params
 
 DIFFUSERS_VERSION = "0.30.0"
-
-
-def _model(cfg):
-    model = cfg.get("model", cfg)
-    return model, model.get("params", {}) or {}
 
 
 def unet_config(unet, sample_size):
@@ -69,16 +67,16 @@ def text_config(text):
     }
 
 
-def scheduler_config(model, params):
-    zero_snr = bool(params.get("rescale_zero_snr", False))
-    prediction = str(model.get("prediction_type", params.get("parameterization", "eps")))
+def scheduler_config(spec):
+    """DDIMScheduler config (SD's settings) for a DiffusionSpec."""
     return {
         "_class_name": "DDIMScheduler", "_diffusers_version": DIFFUSERS_VERSION,
-        "beta_start": params.get("linear_start", 0.00085), "beta_end": params.get("linear_end", 0.012),
-        "beta_schedule": "scaled_linear", "num_train_timesteps": params.get("timesteps", 1000),
-        "prediction_type": "v_prediction" if prediction in ("v", "velocity") else "epsilon",
+        "beta_start": spec.linear_start, "beta_end": spec.linear_end,
+        "beta_schedule": spec.beta_schedule, "num_train_timesteps": spec.num_train_timesteps,
+        "prediction_type": DIFFUSERS_NAMES[spec.prediction_type],
         "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
-        "rescale_betas_zero_snr": zero_snr, "timestep_spacing": "trailing" if zero_snr else "leading",
+        "rescale_betas_zero_snr": spec.rescale_zero_snr,
+        "timestep_spacing": "trailing" if spec.rescale_zero_snr else "leading",
     }
 
 
@@ -108,7 +106,8 @@ def _write_json(path, obj):
 def write_diffusers_folder(exported, cfg, folder):
     """Write ``exported`` (single-file diffusers names: unet./vae./text_encoder. prefixes) as a
     diffusers folder described by model YAML ``cfg``; built in a temp folder, then renamed."""
-    model, params = _model(cfg)
+    params = model_params(cfg)
+    spec = resolve_spec(cfg)
     try:
         unet = params["unet_config"]["params"]
         first_stage = params["first_stage_config"]["params"]
@@ -129,12 +128,12 @@ def write_diffusers_folder(exported, cfg, folder):
         sample = params.get("image_size", unet.get("image_size", 64))
         _write_json(os.path.join(tmp, "unet", "config.json"), unet_config(unet, sample))
         _write_json(os.path.join(tmp, "vae", "config.json"),
-                    vae_config(first_stage, params.get("scale_factor", 0.18215)))
+                    vae_config(first_stage, spec.scale_factor))
         _write_json(os.path.join(tmp, "text_encoder", "config.json"), text_config(text))
         pad = text.get("pad_token", "eot" if text.get("use_quick_gelu") else 0)
         write_tokenizer(os.path.join(tmp, "tokenizer"), pad)
         os.makedirs(os.path.join(tmp, "scheduler"))
-        _write_json(os.path.join(tmp, "scheduler", "scheduler_config.json"), scheduler_config(model, params))
+        _write_json(os.path.join(tmp, "scheduler", "scheduler_config.json"), scheduler_config(spec))
         _write_json(os.path.join(tmp, "model_index.json"), {
             "_class_name": "StableDiffusionPipeline", "_diffusers_version": DIFFUSERS_VERSION,
             "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],

@@ -84,7 +84,8 @@ def read_mindspore(path):
         raise CheckpointError(f"{path}: cannot read MindSpore checkpoint ({first})"[:300]) from exc
     if not params:
         raise CheckpointError(f"{path}: MindSpore checkpoint holds no parameters")
-    return {name: p.asnumpy() for name, p in params.items()}
+    # text entries (the diffusion spec our training records) become 0-d str arrays
+    return {name: np.array(p) if isinstance(p, str) else p.asnumpy() for name, p in params.items()}
 
 
 def read_weight_file(path):

@@ -19,22 +19,33 @@ Diffusers-style use (what the pipeline may do instead of ``sample``)::
 import numpy as np
 
 from ldm.diffusion import prediction, xp
-from ldm.diffusion.schedule import NoiseSchedule, sigma_to_t, spaced_timesteps
+from ldm.diffusion.schedule import sigma_to_t, spaced_timesteps
 
 
 class NoiseSource:
     """Standard-normal noise for the stochastic samplers, reproducible from a seed.
 
-    Draws on the host with numpy (so a seed gives the same images with numpy and MindSpore latents)
-    and converts to the latent's library/dtype: one latent-sized host->device copy per stochastic step.
+    ``seed``: an int (or None) draws whole batches from one generator; a list of ints gives every
+    image its own generator (``default_rng([seed, 1])``), so an image's noise does not depend on the
+    batch it is drawn in (the pipeline does this). Draws on the host with numpy (a seed gives the
+    same images with numpy and MindSpore latents) and converts to the latent's library/dtype.
     Any callable ``noise_fn(like) -> array shaped like ``like```` can be used instead.
     """
 
     def __init__(self, seed=None):
-        self.rng = np.random.default_rng(seed)
+        self.per_image = isinstance(seed, (list, tuple))
+        if self.per_image:
+            self.rngs = [np.random.default_rng([int(s) % 2 ** 63, 1]) for s in seed]
+        else:
+            self.rng = np.random.default_rng(seed)
 
     def __call__(self, like):
-        return xp.like(self.rng.standard_normal(tuple(like.shape), dtype=np.float32), like)
+        shape = tuple(like.shape)
+        if self.per_image:
+            noise = np.stack([rng.standard_normal(shape[1:]) for rng in self.rngs]).astype(np.float32)
+        else:
+            noise = self.rng.standard_normal(shape, dtype=np.float32)
+        return xp.like(noise, like)
 
 
 class StepOutput(tuple):
@@ -61,22 +72,27 @@ class Sampler:
     solver_grid = False          # DPM-Solver/UniPC lay n+1 grid points (see schedule.spaced_timesteps)
     integer_timesteps = True
 
-    def __init__(self, prediction_type="eps", schedule=None, beta_schedule="scaled_linear",
-                 linear_start=0.00085, linear_end=0.012, num_train_timesteps=1000, rescale_zero_snr=False,
-                 timestep_spacing=None, steps_offset=1, **options):
-        if schedule is None:
-            schedule = NoiseSchedule(beta_schedule, linear_start, linear_end, num_train_timesteps,
-                                     rescale_zero_snr=rescale_zero_snr)
-        elif rescale_zero_snr and not schedule.rescale_zero_snr:
-            schedule = NoiseSchedule(betas=schedule.betas, rescale_zero_snr=True)
-        self.schedule = schedule
-        self.prediction_type = prediction.normalize_prediction_type(prediction_type)
-        self.timestep_spacing = timestep_spacing or self.default_spacing
+    def __init__(self, spec=None, schedule=None, timestep_spacing=None, steps_offset=1, prediction_type=None,
+                 beta_schedule=None, linear_start=None, linear_end=None, num_train_timesteps=None,
+                 rescale_zero_snr=None, **options):
+        """``spec``: the model's DiffusionSpec (schedule and prediction type); the keyword fields
+        (prediction_type, beta_schedule, ...) override it through ``resolve_spec``'s one rule.
+        ``schedule``: an explicit NoiseSchedule (e.g. another implementation's alphas_cumprod)."""
+        from ldm.diffusion.spec import DiffusionSpec
+        spec = (spec or DiffusionSpec()).replace(
+            prediction_type=prediction_type, beta_schedule=beta_schedule, linear_start=linear_start,
+            linear_end=linear_end, num_train_timesteps=num_train_timesteps, rescale_zero_snr=rescale_zero_snr)
+        self.spec = spec
+        self.schedule = schedule if schedule is not None else spec.schedule
+        self.prediction_type = spec.prediction_type
+        # zero terminal SNR asks for trailing timesteps unless the caller chose a spacing
+        self.timestep_spacing = timestep_spacing or spec.sampling_defaults()["timestep_spacing"] \
+            or self.default_spacing
         self.steps_offset = int(steps_offset)
         self.options = self._check_options(options)
         self.config = dict(name=self.name, prediction_type=self.prediction_type,
                            timestep_spacing=self.timestep_spacing, steps_offset=self.steps_offset,
-                           **schedule.config, **self.options)
+                           **self.schedule.config, **self.options)
         self.num_inference_steps = None
         self.timesteps = None
         self.init_noise_sigma = 1.0
@@ -162,26 +178,31 @@ class Sampler:
         callback(i, t, x, pred_x0) after each model call (x is the updated latent; pred_x0 may be None).
         noise_fn(like) -> standard normal noise; default NoiseSource(seed).
         """
-        for x, _ in self.iterate(denoise_fn, x_T, num_inference_steps, callback, noise_fn, seed, progress):
+        if num_inference_steps is not None:
+            self.set_timesteps(num_inference_steps)
+        x = x_T if self.init_noise_sigma == 1.0 else xp.scalar(self.init_noise_sigma) * x_T
+        for x, _ in self.iterate(denoise_fn, x, callback=callback, noise_fn=noise_fn, seed=seed,
+                                 progress=progress):
             pass
         return x
 
-    def iterate(self, denoise_fn, x_T, num_inference_steps=None, callback=None, noise_fn=None, seed=None,
-                progress=False):
-        """Generator over (latent, pred_x0) after every model call; ``sample`` consumes it."""
-        if num_inference_steps is not None:
-            self.set_timesteps(num_inference_steps)
+    def iterate(self, denoise_fn, x, start=0, callback=None, noise_fn=None, seed=None, progress=False):
+        """Generator over (latent, pred_x0) after every model call from call ``start`` on.
+
+        ``x`` is the latent the sampler holds before call ``start`` (for a fresh run: x_T times
+        ``init_noise_sigma``; for img2img: a noised latent at ``noise_level(start)``). ``sample`` and
+        the text-to-image pipeline both consume this generator, so they drive samplers alike.
+        """
         if self.timesteps is None:
             raise ValueError(f"{self.name}: call set_timesteps(n) or pass num_inference_steps")
         self._state = {}
         if noise_fn is None:
             noise_fn = NoiseSource(seed)
-        x = x_T if self.init_noise_sigma == 1.0 else xp.scalar(self.init_noise_sigma) * x_T
-        steps = range(len(self.timesteps))
+        calls = range(start, len(self.timesteps))
         if progress:
             from tqdm import tqdm
-            steps = tqdm(steps, desc=self.name)
-        for i in steps:
+            calls = tqdm(calls, desc=f"{self.name} steps", leave=False)
+        for i in calls:
             t = float(self.timesteps[i])
             out = denoise_fn(self.scale_model_input(x, i), t)
             x, pred_x0 = self.step(out, i, x, noise_fn)

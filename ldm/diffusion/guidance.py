@@ -1,16 +1,31 @@
-"""Classifier-free guidance around a model call, with guidance rescale (Lin et al. 2023, sec. 3.4)."""
+"""Classifier-free guidance with guidance rescale (Lin et al. 2023, sec. 3.4): the one implementation.
+
+:func:`apply_guidance` is plain arithmetic on numpy arrays or MindSpore Tensors, and also runs inside
+a compiled graph (the pipeline's guided UNet call uses it); :func:`cfg_denoiser` wraps a host-side
+model function into a sampler's ``denoise_fn``.
+"""
 from ldm.diffusion import xp
 
 
-def apply_guidance(out_uncond, out_cond, scale, guidance_rescale=0.0):
-    """uncond + scale (cond - uncond), then optionally pull its per-sample std back towards the
-    conditional output's: phi * guided * std(cond)/std(guided) + (1 - phi) * guided."""
-    guided = out_uncond + float(scale) * (out_cond - out_uncond)
-    if guidance_rescale > 0:
-        rescaled = guided * (xp.std_per_sample(out_cond) / xp.std_per_sample(guided))
-        phi = float(guidance_rescale)
-        guided = phi * rescaled + (1.0 - phi) * guided
-    return guided
+def _std_per_sample(x):
+    """Standard deviation over all axes but the first, shaped [N, 1, ...]. The ddof does not matter
+    here (guidance rescale uses a ratio of two of these), so this is the population std."""
+    flat = x.reshape((x.shape[0], -1))
+    centred = flat - flat.mean(1).reshape((-1, 1))
+    return ((centred * centred).mean(1) ** 0.5).reshape((-1,) + (1,) * (len(x.shape) - 1))
+
+
+def apply_guidance(out_uncond, out_cond, scale, guidance_rescale=None):
+    """uncond + scale (cond - uncond), then (guidance_rescale phi > 0) pull its per-sample std back
+    towards the conditional output's: phi * guided * std(cond)/std(guided) + (1 - phi) * guided.
+
+    scale / guidance_rescale: Python floats or 0-d Tensors; None or 0 for guidance_rescale skips it.
+    """
+    guided = out_uncond + scale * (out_cond - out_uncond)
+    if guidance_rescale is None or (isinstance(guidance_rescale, (int, float)) and guidance_rescale <= 0):
+        return guided
+    rescaled = guided * (_std_per_sample(out_cond) / _std_per_sample(guided))
+    return guidance_rescale * rescaled + (1.0 - guidance_rescale) * guided
 
 
 def cfg_denoiser(model_fn, cond, uncond, scale, guidance_rescale=0.0):
@@ -26,6 +41,6 @@ def cfg_denoiser(model_fn, cond, uncond, scale, guidance_rescale=0.0):
     def denoise(x, t):
         out = model_fn(xp.concat([x, x], 0), t, context)
         out_uncond, out_cond = xp.split_half(out)
-        return apply_guidance(out_uncond, out_cond, scale, guidance_rescale)
+        return apply_guidance(out_uncond, out_cond, float(scale), float(guidance_rescale))
 
     return denoise

@@ -14,14 +14,17 @@ import numpy as np
 from ldm.diffusion import xp
 
 PREDICTION_TYPES = ("eps", "v", "x0")
+# the one alias table: ours, diffusers' (epsilon, v_prediction, sample) and MindONE's (velocity)
 _ALIASES = {"eps": "eps", "epsilon": "eps", "v": "v", "v_prediction": "v", "velocity": "v",
             "x0": "x0", "sample": "x0"}
+DIFFUSERS_NAMES = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
 
 
 def normalize_prediction_type(name):
     """'epsilon'/'eps' -> 'eps', 'v'/'v_prediction'/'velocity' -> 'v', 'x0'/'sample' -> 'x0'."""
-    key = str(name).lower()
+    key = str(name).strip().lower()
     if key not in _ALIASES:
+        # a plain ValueError: this also runs inside compiled graphs, which raise only builtin types
         raise ValueError(f"unknown prediction_type {name!r}; use 'eps', 'v' or 'x0'")
     return _ALIASES[key]
 

@@ -93,6 +93,13 @@ def sigma_to_t(sigmas, log_sigmas):
     return (1 - w) * low + w * (low + 1)
 
 
+def add_noise_at(x0, noise, alphas_cumprod_t):
+    """q(x_t | x_0) given abar_t itself ([N], [N, 1, ...] or a float): sqrt(abar) x0 + sqrt(1 - abar) noise.
+    Works inside a compiled MindSpore graph (training looks abar up on the host and passes it in)."""
+    abar = xp.broadcast_to_sample(alphas_cumprod_t, x0)
+    return abar ** 0.5 * x0 + (1.0 - abar) ** 0.5 * noise
+
+
 class NoiseSchedule:
     """Variance-preserving discrete schedule. ``betas`` (optional) overrides the named schedule.
 
@@ -134,15 +141,6 @@ class NoiseSchedule:
             sched.rescale_zero_snr = sched.config["rescale_zero_snr"] = True
         return sched
 
-    @classmethod
-    def from_model_params(cls, params, rescale_zero_snr=None):
-        """Build from LDM/MindONE YAML ``model.params`` (linear_start, linear_end, timesteps, beta_schedule)."""
-        schedule = params.get("beta_schedule", "scaled_linear")
-        schedule = "scaled_linear" if schedule == "linear" and "linear_start" in params else schedule
-        zero = params.get("rescale_zero_snr", False) if rescale_zero_snr is None else rescale_zero_snr
-        return cls(schedule, params.get("linear_start", 0.00085), params.get("linear_end", 0.012),
-                   params.get("timesteps", 1000), rescale_zero_snr=zero)
-
     def _gather(self, name, t, x):
         """arr[t] as a per-sample coefficient broadcastable against x; stays on x's device for MindSpore."""
         arr = getattr(self, name)
@@ -160,8 +158,7 @@ class NoiseSchedule:
 
     def add_noise(self, x0, noise, t):
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise; x0, noise [N, ...], t int [N] (numpy or Tensor)."""
-        return self._gather("sqrt_alphas_cumprod", t, x0) * x0 + \
-            self._gather("sqrt_one_minus_alphas_cumprod", t, x0) * noise
+        return add_noise_at(x0, noise, self.alphas_cumprod_at(t, x0))
 
     def alphas_cumprod_at(self, t, like):
         """alphas_cumprod[t] shaped [N, 1, ...] in the library/dtype of ``like`` (for training targets)."""

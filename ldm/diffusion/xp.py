@@ -46,12 +46,6 @@ def split_half(x):
     return x[:n], x[n:]
 
 
-def std_per_sample(x):
-    """Standard deviation over all axes but the first, kept as [N, 1, ...] for broadcasting."""
-    axes = tuple(range(1, len(x.shape)))
-    return x.std(axis=axes, keepdims=True)
-
-
 def clip(x, low, high):
     return x.clip(low, high)
 

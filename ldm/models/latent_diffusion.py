@@ -1,27 +1,16 @@
-"""LatentDiffusion: the UNet, the VAE and the text encoder plus the noise schedule, built from a model YAML.
+"""LatentDiffusion: the UNet, the VAE and the text encoder plus the diffusion spec, built from a model YAML.
 
-Only the networks and the latent <-> image / text -> context plumbing live here; noise schedules and the
-eps/v algebra are in :mod:`ldm.diffusion`, training in :mod:`ldm.train`. Parameter names get MindONE's
-prefixes ``model.diffusion_model.``, ``first_stage_model.``, ``cond_stage_model.``.
+Only the networks and the latent <-> image / text -> context plumbing live here; the diffusion process
+(schedule, prediction type, latent scale) is the model's :class:`ldm.diffusion.spec.DiffusionSpec`,
+training is in :mod:`ldm.train`. Parameter names get MindONE's prefixes ``model.diffusion_model.``,
+``first_stage_model.``, ``cond_stage_model.``.
 """
-import os
-
 from mindspore import nn
 from mindspore.nn.utils import no_init_parameters
 
-from ldm.diffusion.schedule import NoiseSchedule
+from ldm.diffusion.spec import YAML_KEYS, DiffusionSpec, resolve_spec
 from ldm.errors import UserError
-from ldm.util import instantiate_from_config, load_config
-
-PREDICTION_TYPES = {"v": "v", "velocity": "v", "v_prediction": "v", "eps": "eps", "epsilon": "eps"}
-
-
-def normalize_prediction_type(value):
-    """'v' | 'velocity' | 'v_prediction' -> 'v'; 'eps' | 'epsilon' -> 'eps'."""
-    key = str(value).strip().lower()
-    if key not in PREDICTION_TYPES:
-        raise UserError(f"unknown prediction type {value!r}: use \"v\" or \"eps\"")
-    return PREDICTION_TYPES[key]
+from ldm.util import instantiate_from_config, model_section
 
 
 class DiffusionWrapper(nn.Cell):
@@ -38,21 +27,18 @@ class DiffusionWrapper(nn.Cell):
 class LatentDiffusion(nn.Cell):
     """Stable Diffusion model container. ``construct(x_t, t, context)`` = :meth:`apply_model`.
 
-    Schedule arrays (float64 numpy, length ``num_timesteps``): ``betas``, ``alphas_cumprod``; the full
-    :class:`ldm.diffusion.schedule.NoiseSchedule` is ``schedule``. The VAE is always frozen; the text encoder
-    too unless ``cond_stage_trainable``. Other LDM/MindONE keys (first_stage_key, monitor, ...) are ignored.
+    ``spec`` (a DiffusionSpec, made by :func:`build_model` from the YAML) says what the UNet predicts,
+    on which noise schedule, and the latent scale; ``prediction_type``, ``schedule`` and
+    ``scale_factor`` read from it, and :meth:`set_spec` is the only way to change it. The VAE is
+    always frozen; the text encoder too unless ``cond_stage_trainable``. Other LDM/MindONE keys
+    (first_stage_key, monitor, ...) are ignored.
     """
 
-    def __init__(self, unet_config, first_stage_config, cond_stage_config=None, prediction_type="eps",
-                 linear_start=0.00085, linear_end=0.012, timesteps=1000, beta_schedule="scaled_linear",
-                 rescale_zero_snr=False, scale_factor=0.18215, use_fp16=False, cond_stage_trainable=False,
-                 parameterization=None, **ignored):
+    def __init__(self, unet_config, first_stage_config, cond_stage_config=None, spec=None, use_fp16=False,
+                 cond_stage_trainable=False, **ignored):
         super().__init__()
-        if parameterization is not None:
-            prediction_type = parameterization
-        self.prediction_type = normalize_prediction_type(prediction_type)
-        self.scale_factor = float(scale_factor)
         self.use_fp16 = bool(use_fp16)
+        self.set_spec(spec or DiffusionSpec())
         self.model = DiffusionWrapper(instantiate_from_config(unet_config))
         self.first_stage_model = instantiate_from_config(first_stage_config)
         self.first_stage_model.set_train(False)
@@ -64,12 +50,23 @@ class LatentDiffusion(nn.Cell):
             if not cond_stage_trainable:
                 for param in self.cond_stage_model.get_parameters():
                     param.requires_grad = False
-        self.schedule = NoiseSchedule.from_model_params(
-            dict(linear_start=linear_start, linear_end=linear_end, timesteps=timesteps, beta_schedule=beta_schedule),
-            rescale_zero_snr=rescale_zero_snr)
-        self.num_timesteps = self.schedule.num_train_timesteps
-        self.betas = self.schedule.betas
-        self.alphas_cumprod = self.schedule.alphas_cumprod
+
+    def set_spec(self, spec):
+        """Adopt a DiffusionSpec (training sets the one it trains with; samplers read it back)."""
+        self._spec = spec
+        self.scale_factor = spec.scale_factor     # a plain float, so compiled graphs fold it
+
+    @property
+    def spec(self):
+        return self._spec
+
+    @property
+    def prediction_type(self):
+        return self._spec.prediction_type
+
+    @property
+    def schedule(self):
+        return self._spec.schedule
 
     @property
     def diffusion_model(self):
@@ -112,34 +109,23 @@ class LatentDiffusion(nn.Cell):
         return self.first_stage_model.decode(z / self.scale_factor)
 
 
-def model_section(config):
-    """The ``{target, params, prediction_type}`` model mapping from a config path, a full config or the section."""
-    if isinstance(config, (str, os.PathLike)):
-        config = load_config(os.fspath(config))
-    if not isinstance(config, dict):
-        raise UserError(f"model config must be a mapping or a YAML path, got {type(config).__name__}")
-    section = config.get("model", config)
-    if not isinstance(section, dict) or "params" not in section:
-        raise UserError("model config has no model.params section (see configs/v2-vpred-inference.yaml)")
-    return section
+def build_model(config, lazy_init=False, **spec_overrides):
+    """The model of a YAML path or dict (whole config or its ``model`` section), with its DiffusionSpec.
 
-
-def build_model(config, lazy_init=False):
-    """LatentDiffusion from a YAML path or dict (whole config or its ``model`` section).
-
-    ``lazy_init``: create parameters without allocating their data (under MindSpore's
-    ``no_init_parameters``); use it when a checkpoint will be loaded right after, or to list shapes.
+    ``spec_overrides``: DiffusionSpec fields that win over the YAML (None = not given), applied by
+    :func:`ldm.diffusion.spec.resolve_spec`. ``lazy_init``: create parameters without allocating
+    their data (under MindSpore's ``no_init_parameters``); use it when a checkpoint will be loaded
+    right after, or to list shapes.
     """
     section = model_section(config)
-    params = dict(section["params"])
-    for key in ("unet_config", "first_stage_config"):
-        if key not in params:
-            raise UserError(f"model config lacks model.params.{key}")
-    if "prediction_type" in section:
-        params["prediction_type"] = section["prediction_type"]
-    if "parameterization" in params:
-        params["prediction_type"] = params.pop("parameterization")
     target = section.get("target", "ldm.models.latent_diffusion.LatentDiffusion")
+    params = {k: v for k, v in (section.get("params") or {}).items()
+              if k not in YAML_KEYS and k not in ("parameterization", "prediction_type")}
+    if str(target).endswith("LatentDiffusion"):
+        for key in ("unet_config", "first_stage_config"):
+            if key not in params:
+                raise UserError(f"model config lacks model.params.{key}")
+    params["spec"] = resolve_spec(section, **spec_overrides)
     if lazy_init:
         with no_init_parameters():
             return instantiate_from_config({"target": target, "params": params})

@@ -5,7 +5,9 @@ Layout under ``{output_path}/ckpt/``:
 
 - ``sd-{N}.ckpt``: the model's parameters with MindONE names (N = epoch, or step with step_mode);
   with EMA on, the EMA weights are stored under the main names (what inference should load).
-  With LoRA, ``sd-{N}_lora.ckpt`` instead: only the LoRA parameters (see ldm.train.lora).
+  Each records the run's DiffusionSpec as JSON under ``diffusion_spec`` (ldm.diffusion.spec).
+- ``model_config.yaml``: the model YAML stating that spec (prediction type, zero SNR, scale factor).
+  With LoRA, ``sd-{N}_lora.ckpt`` instead: only the LoRA parameters (see ldm.models.lora).
 - ``train_resume.ckpt``: raw trained weights, optimizer state (``adam_m.*``, ``adam_v.*``,
   ``optimizer_step``), EMA state (``ema.*``, ``ema_num_updates``), loss-scale state
   (``loss_scale``, ``loss_scale_counter``), ``global_step`` and ``epoch``.
@@ -14,63 +16,16 @@ import glob
 import os
 import re
 
-import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from ldm.errors import CheckpointError
+from ldm.io.ms_checkpoint import assign_arrays, atomic_save, read_checkpoint
+from ldm.util import write_yaml
 
 CKPT_DIR = "ckpt"
 RESUME_NAME = "train_resume.ckpt"
+MODEL_CONFIG_NAME = "model_config.yaml"
 META_KEYS = ("global_step", "epoch", "seed", "world_size")
-
-
-def atomic_save(params, path, append_dict=None):
-    """``params``: a Cell, or a list of Parameters / ``{"name", "data"}`` dicts. Returns ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.ckpt")
-    if isinstance(params, (list, tuple)):
-        params = [p if isinstance(p, dict) else {"name": p.name, "data": p} for p in params]
-    try:
-        ms.save_checkpoint(params, tmp, append_dict=append_dict)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def read_checkpoint(path):
-    """A MindSpore .ckpt -> dict name -> numpy array."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        loaded = ms.load_checkpoint(path)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
-    return {k: v.asnumpy() for k, v in loaded.items()}
-
-
-def assign_arrays(params, arrays, path, strict=True):
-    """Copy ``arrays[p.name]`` into each Parameter; missing/shape-mismatched names -> CheckpointError."""
-    missing, mismatched = [], []
-    for p in params:
-        if p.name not in arrays:
-            missing.append(p.name)
-            continue
-        value = arrays[p.name]
-        if tuple(value.shape) != tuple(p.shape):
-            mismatched.append(f"{p.name} {tuple(value.shape)} vs {tuple(p.shape)}")
-            continue
-        p.set_data(Tensor(value.astype(ms.dtype_to_nptype(p.dtype))))
-    if strict and (missing or mismatched):
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
-        if mismatched:
-            parts.append(f"shape mismatch {len(mismatched)} (e.g. {'; '.join(mismatched[:3])})")
-        raise CheckpointError(f"{path} does not fit this run: {'; '.join(parts)}")
 
 
 class CheckpointManager:
@@ -88,10 +43,15 @@ class CheckpointManager:
     def model_path(self, tag, lora=False):
         return os.path.join(self.folder, f"sd-{tag}{'_lora' if lora else ''}.ckpt")
 
-    def save_model(self, params, tag, lora=False):
-        path = atomic_save(params, self.model_path(tag, lora))
+    def save_model(self, params, tag, lora=False, append_dict=None):
+        path = atomic_save(params, self.model_path(tag, lora), append_dict=append_dict)
         self._prune(lora)
         return path
+
+    def save_model_config(self, config):
+        """``model_config.yaml`` beside the checkpoints: the model YAML with the spec training used,
+        which text_to_image.py picks up when given one of these checkpoints and no --config."""
+        return write_yaml(config, os.path.join(self.folder, MODEL_CONFIG_NAME))
 
     def _prune(self, lora):
         if self.max_keep <= 0:

@@ -45,6 +45,19 @@ def float_list(value):
     return [float(v) for v in str_list(value)]
 
 
+def optional_bool(value):
+    """A boolean, or None (unset: the model config decides)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    return str2bool(value)
+
+
+def prediction_type_name(value):
+    """'' (the model config's) or a prediction type in any spelling (v, velocity, eps, epsilon, ...)."""
+    from ldm.diffusion.prediction import normalize_prediction_type
+    return normalize_prediction_type(value) if str(value).strip() else ""
+
+
 def str_or_false(value):
     """``resume``: False/True, or a path to a train_resume.ckpt."""
     if isinstance(value, bool):
@@ -72,10 +85,12 @@ OPTIONS = {
     "cache_latents": (str2bool, False, "encode every image/caption once with the frozen VAE/text encoder and "
                                        "train on the cache (no crop/flip randomness after the first pass)"),
     # --- objective
-    "prediction_type": (str, "", "v | eps; empty = the model config's prediction_type"),
+    "prediction_type": (prediction_type_name, "", "v | eps (also velocity, epsilon, v_prediction); "
+                                                  "empty = the model config's prediction_type"),
     "snr_gamma": (float, 0.0, "min-SNR-gamma loss weighting (0 = off; 5.0 is the paper's choice)"),
     "noise_offset": (float, 0.0, "add noise_offset * N(0,1) per (sample, channel) to the noise"),
-    "rescale_zero_snr": (str2bool, False, "rescale betas to zero terminal SNR (use with v-prediction)"),
+    "rescale_zero_snr": (optional_bool, None, "rescale betas to zero terminal SNR (use with v-prediction); "
+                                              "unset = the model config's rescale_zero_snr"),
     # --- optimisation
     "train_batch_size": (int, 1, "images per step per device"),
     "epochs": (int, 10, "passes over the data"),
@@ -95,7 +110,8 @@ OPTIONS = {
     "use_ema": (str2bool, False, "keep an exponential moving average of the trained weights"),
     "ema_decay": (float, 0.9999, "EMA decay"),
     "train_text_encoder": (str2bool, False, "also train the text encoder (full fine-tune)"),
-    "recompute": (str2bool, False, "recompute UNet block activations in backward (less memory)"),
+    "recompute": (optional_bool, None, "recompute UNet blocks in backward (less memory); sets the model "
+                                       "config's unet use_checkpoint (unset = the config's value)"),
     # --- precision and loss scaling (Ascend/GPU; CPU always trains in fp32)
     "amp_level": (str, "O0", "O0 (fp32) | O1 | O2 | O3 mixed precision on Ascend/GPU; CPU uses O0"),
     "amp_dtype": (str, "fp16", "fp16 | bf16 compute type for amp_level != O0"),
@@ -130,15 +146,12 @@ OPTIONS = {
 }
 
 CHOICES = {
-    "prediction_type": ("", "v", "eps"),
     "scheduler": ("constant", "cosine_decay", "polynomial_decay"),
     "optim": ("adamw", "adam", "momentum", "sgd"),
     "amp_level": ("O0", "O1", "O2", "O3"),
     "amp_dtype": ("fp16", "bf16"),
     "device_target": ("", "CPU", "GPU", "Ascend"),
 }
-# MindONE spellings accepted as values
-VALUE_ALIASES = {"prediction_type": {"velocity": "v", "epsilon": "eps", "v_prediction": "v"}}
 
 
 def build_parser():
@@ -158,8 +171,6 @@ def _convert(name, value, source):
         value = conv(value)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{source}: bad value for {name}: {value!r} ({exc})") from exc
-    if name in VALUE_ALIASES and value in VALUE_ALIASES[name]:
-        value = VALUE_ALIASES[name][value]
     if name in CHOICES and value not in CHOICES[name]:
         allowed = " | ".join(c for c in CHOICES[name] if c)
         raise UserError(f"{source}: {name} must be one of {allowed}, got {value!r}")
@@ -233,3 +244,7 @@ def validate(cfg):
         raise UserError(f"resume checkpoint not found: {cfg.resume}")
     if cfg.validation_steps and not cfg.validation_prompts:
         raise UserError("validation_steps is set but validation_prompts is empty")
+    from ldm.diffusion.samplers import SAMPLER_NAMES
+    if cfg.validation_steps and cfg.validation_sampler not in SAMPLER_NAMES:
+        raise UserError(f"validation_sampler {cfg.validation_sampler!r} is not a sampler; choose one of "
+                        f"{', '.join(SAMPLER_NAMES)}")

@@ -4,6 +4,7 @@ Randomness is keyed per sample (see ldm.data.dataset), the data order per epoch 
 state saved in ``train_resume.ckpt`` is everything the loop carries, so a resumed run reproduces an
 uninterrupted one and N ranks reproduce one process with an N-times larger batch.
 """
+import contextlib
 import logging
 import math
 import os
@@ -14,17 +15,17 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from ldm.data.dataset import ImageCaptionDataset, make_batch, shard_indices, steps_per_epoch
-from ldm.diffusion.prediction import normalize_prediction_type
-from ldm.diffusion.schedule import NoiseSchedule
+from ldm.diffusion.spec import spec_record, with_spec
 from ldm.errors import UserError
-from ldm.train import lora as lora_lib
+from ldm.models import lora as lora_lib
 from ldm.train.checkpoint import CheckpointManager, load_resume
 from ldm.train.ema import EMA
 from ldm.train.logging import MetricsLog
 from ldm.train.lr_schedule import build_lr_schedule
 from ldm.train.optim import build_optimizer
-from ldm.train.trainer import DiffusionObjective, TrainStep, timestep_terms
-from ldm.util import load_config
+from ldm.train.trainer import DiffusionObjective, ObjectiveInputs, TrainStep, timestep_terms
+from ldm.train.validation import write_validation_images
+from ldm.util import load_config, model_params, model_section, part_params
 
 _log = logging.getLogger("ldm.train")
 
@@ -55,35 +56,41 @@ def device_is_cpu():
 
 
 # ---------------------------------------------------------------- model
-def model_section(model_cfg):
-    return model_cfg.get("model", model_cfg)
+def training_model_config(cfg):
+    """The model YAML with the recipe's one recompute switch applied (recompute: unset = the YAML's
+    ``unet_config.params.use_checkpoint``)."""
+    config = load_config(cfg.model_config)
+    if cfg.recompute is None:
+        return config
+    unet = model_params(config).get("unet_config")
+    if not isinstance(unet, dict):
+        if cfg.recompute:
+            raise UserError(f"recompute needs a model config with unet_config, got {cfg.model_config}")
+        return config
+    unet.setdefault("params", {})["use_checkpoint"] = bool(cfg.recompute)
+    unet["params"].pop("use_recompute", None)
+    return config
 
 
 def build_training_model(cfg):
-    """LatentDiffusion from the model YAML, weights from pretrained_model_path (helper B's loader).
-    Other ``target`` classes (test stand-ins) are built directly and must start from random weights."""
-    config = load_config(cfg.model_config)
-    target = str(model_section(config).get("target", ""))
-    if target.endswith("LatentDiffusion"):
-        from ldm.convert.checkpoint import load_model
-        return load_model(config, cfg.pretrained_model_path or None), config
-    if cfg.pretrained_model_path:
+    """(model, config): the model of the YAML with the recipe's spec overrides (prediction_type,
+    rescale_zero_snr), weights from pretrained_model_path. Other ``target`` classes (test stand-ins)
+    start from random weights."""
+    from ldm.convert.checkpoint import load_model
+    from ldm.models.latent_diffusion import build_model
+    config = training_model_config(cfg)
+    overrides = dict(prediction_type=cfg.prediction_type or None, rescale_zero_snr=cfg.rescale_zero_snr)
+    if not cfg.pretrained_model_path:
+        return build_model(config, **overrides), config
+    target = str(model_section(config).get("target", "LatentDiffusion"))
+    if not target.endswith("LatentDiffusion"):
         raise UserError(f"pretrained_model_path needs a LatentDiffusion model config, got target {target!r}")
-    from ldm.util import instantiate_from_config
-    return instantiate_from_config(model_section(config)), config
-
-
-def resolve_prediction_type(cfg, model, config):
-    name = cfg.prediction_type or getattr(model, "prediction_type", None) \
-        or model_section(config).get("prediction_type") \
-        or model_section(config).get("params", {}).get("parameterization", "eps")
-    return normalize_prediction_type(name)
+    return load_model(config, cfg.pretrained_model_path, **overrides), config
 
 
 def latent_shape(model, config, image_size):
     """(C, h, w) of the VAE latents at ``image_size``, from the config (or one dummy encode)."""
-    params = model_section(config).get("params", {})
-    first = params.get("first_stage_config", {}).get("params", {})
+    first = part_params(config, "first_stage_config")
     dd = first.get("ddconfig")
     if dd and "ch_mult" in dd and "embed_dim" in first:
         side = image_size // 2 ** (len(dd["ch_mult"]) - 1)
@@ -99,7 +106,7 @@ def select_trainable(cfg, model):
     if cfg.use_lora:
         targets = []
         if cfg.lora_ft_unet:
-            targets.append(model.model.diffusion_model if hasattr(model, "model") else model.diffusion_model)
+            targets.append(model.diffusion_model)
         if cfg.lora_ft_text_encoder:
             targets.append(model.cond_stage_model)
         params = []
@@ -107,8 +114,7 @@ def select_trainable(cfg, model):
             params += lora_lib.inject_lora(net, rank=cfg.lora_rank, alpha=cfg.lora_alpha or None,
                                            text_encoder=net is getattr(model, "cond_stage_model", None))
         return params
-    unet = model.model.diffusion_model if hasattr(model, "model") else model.diffusion_model
-    params = list(unet.get_parameters())
+    params = list(model.diffusion_model.get_parameters())
     if cfg.train_text_encoder:
         params += list(model.cond_stage_model.get_parameters())
     for p in params:
@@ -124,42 +130,34 @@ def apply_precision(cfg, model):
         _log.warning("amp_level %s ignored on CPU: training in fp32", cfg.amp_level)
         return None
     dtype = ms.float16 if cfg.amp_dtype == "fp16" else ms.bfloat16
-    unet = model.model.diffusion_model if hasattr(model, "model") else model.diffusion_model
-    ms.amp.auto_mixed_precision(unet, cfg.amp_level, dtype=dtype)
+    ms.amp.auto_mixed_precision(model.diffusion_model, cfg.amp_level, dtype=dtype)
     return ms.amp.DynamicLossScaler(cfg.init_loss_scale, int(cfg.loss_scale_factor), cfg.scale_window)
-
-
-def apply_recompute(model):
-    unet = model.model.diffusion_model if hasattr(model, "model") else model.diffusion_model
-    blocks = []
-    for name in ("input_blocks", "middle_block", "output_blocks"):
-        cell = getattr(unet, name, None)
-        if cell is not None:
-            blocks += list(cell.cells()) if isinstance(cell, (nn.CellList, nn.SequentialCell)) else [cell]
-    for block in blocks:
-        block.recompute()
-    return len(blocks)
 
 
 # ---------------------------------------------------------------- the run
 class TrainRun:
-    def __init__(self, cfg):
+    """One training run of a parsed recipe. ``make_sampler(model, config)``: builds the function that
+    draws validation images (``fn(prompts, **generate_options) -> uint8 images``); training does not
+    import the pipeline, the caller hands it in (train_text_to_image.py passes Text2ImagePipeline)."""
+
+    def __init__(self, cfg, make_sampler=None):
         self.cfg = cfg
         self.rank, self.world = setup_runtime(cfg)
         self.is_main = self.rank == 0
         self.dataset = ImageCaptionDataset(cfg.data_path, cfg.image_size, cfg.random_crop, cfg.random_flip,
                                            cfg.min_image_size, cfg.drop_text_prob, cfg.seed)
-        self.model, self.model_config = build_training_model(cfg)
+        self.model, model_config = build_training_model(cfg)
         self.model.set_train(False)  # no dropout: training here is deterministic given the seed
-        self.prediction_type = resolve_prediction_type(cfg, self.model, self.model_config)
-        if hasattr(self.model, "prediction_type"):
-            self.model.prediction_type = self.prediction_type  # what samplers of this model must assume
-        params = model_section(self.model_config).get("params", {})
-        self.schedule = NoiseSchedule.from_model_params(params, rescale_zero_snr=cfg.rescale_zero_snr)
+        self.spec = self.model.spec          # what this run trains for; recorded in every checkpoint
+        self.schedule = self.spec.schedule
+        self.prediction_type = self.spec.prediction_type
+        self.model_config = with_spec(model_config, self.spec)
+        if cfg.validation_steps and make_sampler is None:
+            raise UserError("validation_steps needs a sampling function: call train(cfg, make_sampler=...) "
+                            "(train_text_to_image.py passes the text-to-image pipeline)")
+        self.sample_images = make_sampler(self.model, self.model_config) if cfg.validation_steps else None
         self.trainable = select_trainable(cfg, self.model)
         self.scaler = apply_precision(cfg, self.model)
-        if cfg.recompute:
-            apply_recompute(self.model)
         self.latent_shape = latent_shape(self.model, self.model_config, cfg.image_size)
         self.micro_per_epoch = steps_per_epoch(len(self.dataset), cfg.train_batch_size, self.world)
         if self.micro_per_epoch < cfg.gradient_accumulation_steps:
@@ -188,6 +186,8 @@ class TrainRun:
                                  cfg.gradient_accumulation_steps, use_cached_latents=self.cache is not None,
                                  jit=cfg.jit)
         self.ckpts = CheckpointManager(cfg.output_path, cfg.ckpt_max_keep)
+        if self.is_main:
+            self.ckpts.save_model_config(self.model_config)
         self.global_step = 0
         self.resume()
         self.metrics = MetricsLog(cfg.output_path, resume_step=self.global_step if cfg.resume else None) \
@@ -239,7 +239,7 @@ class TrainRun:
         def write():
             if self.cfg.use_lora:
                 return lora_lib.save_lora(self.model, self.ckpts.model_path(tag, lora=True))
-            return self.ckpts.save_model(self.model, tag)
+            return self.ckpts.save_model(self.model, tag, append_dict=spec_record(self.spec))
         if self.ema is not None:
             with self.ema.swapped():
                 path = write()
@@ -263,6 +263,7 @@ class TrainRun:
         return batch, noise.astype(np.float32), terms
 
     def device_inputs(self, batch, noise, terms):
+        """ObjectiveInputs on the device: encoded latents and text, timesteps, noise, abar, weight."""
         if self.cache is None:
             tokens = Tensor(self.model.tokenize(batch["text"]).astype(np.int32))
             latents, cond = self.step_fn.encode(Tensor(batch["image"]), tokens, Tensor(batch["vae_noise"]))
@@ -270,7 +271,9 @@ class TrainRun:
             cond = self.cache.cond(batch, self.objective.encode_text)
             latents, cond = self.step_fn.encode(Tensor(batch["mean"]), Tensor(batch["logvar"]), cond,
                                                 Tensor(batch["vae_noise"]))
-        return (latents, cond, Tensor(batch["t"].astype(np.int32)), Tensor(noise)) + tuple(Tensor(a) for a in terms)
+        abar, weight = terms
+        return ObjectiveInputs(latents, cond, Tensor(batch["t"].astype(np.int32)), Tensor(noise), Tensor(abar),
+                               Tensor(weight))
 
     # ---- loop
     def run(self):
@@ -348,19 +351,11 @@ class TrainRun:
             if self.is_main:
                 self.metrics.plot()
         if cfg.validation_steps and step % cfg.validation_steps == 0 and self.is_main:
-            from ldm.train.validation import sample_validation_images
-            with (self.ema.swapped() if self.ema is not None else _nullcontext()):
-                sample_validation_images(self.model, cfg, self.model_config, self.prediction_type, step)
+            with (self.ema.swapped() if self.ema is not None else contextlib.nullcontext()):
+                write_validation_images(self.sample_images, cfg, step)
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def train(cfg):
-    """Run a parsed recipe (ldm.train.config.parse_config). Returns a summary dict."""
-    return TrainRun(cfg).run()
+def train(cfg, make_sampler=None):
+    """Run a parsed recipe (ldm.train.config.parse_config). Returns a summary dict.
+    ``make_sampler``: see :class:`TrainRun` (needed only with validation_steps)."""
+    return TrainRun(cfg, make_sampler).run()

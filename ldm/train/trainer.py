@@ -1,16 +1,19 @@
 """The training step: diffusion objective (target + min-SNR weighting side by side) and the compiled
 forward/backward/update around it.
 
-Per-sample quantities that depend only on the timestep (sqrt(abar_t), sqrt(1-abar_t), abar_t and the
-min-SNR weight) are looked up on the host from helper C's float64 schedule and passed in as [N]
-tensors, so the graph holds no schedule tables and the target comes from
+Per-sample quantities that depend only on the timestep (abar_t and the min-SNR weight) are looked up
+on the host in the model's float64 schedule and passed in as [N] tensors, so the graph holds no
+schedule tables; the noising is the schedule's own ``add_noise_at`` and the target
 ``ldm.diffusion.prediction.get_target`` (the one copy of the eps/v algebra).
 """
+import typing
+
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
 from ldm.diffusion.prediction import get_target, min_snr_weight, normalize_prediction_type
+from ldm.diffusion.schedule import add_noise_at
 
 
 _accumulate_one = ops.MultitypeFuncGraph("accumulate_one")
@@ -31,12 +34,19 @@ def _zero(acc):
     return True
 
 
-def _per_sample(coef, x):
-    return coef.reshape((-1,) + (1,) * (len(x.shape) - 1))
+class ObjectiveInputs(typing.NamedTuple):
+    """What one training micro-batch feeds the objective (all [N, ...] Tensors); passed positionally
+    (``*inputs``) into the compiled step functions."""
+    latents: object            # x0: scaled VAE latents (N, C, h, w)
+    cond: object               # text context (N, 77, D), or token ids (N, 77) when the text encoder trains
+    t: object                  # int timesteps (N,)
+    noise: object              # eps (N, C, h, w), offset noise included
+    alphas_cumprod: object     # abar_t (N,) from the model's schedule
+    weight: object             # per-sample loss weight (N,) (min-SNR-gamma, or ones)
 
 
 class DiffusionObjective(nn.Cell):
-    """loss = mean_n w_n * mean_chw (model(x_t, t, c) - target)^2 with x_t = a_t x0 + s_t noise.
+    """loss = mean_n w_n * mean_chw (model(x_t, t, c) - target)^2 with x_t = sqrt(abar) x0 + sqrt(1-abar) noise.
 
     ``cond``: the text context (N, 77, D) when the text encoder is frozen, else token ids (N, 77)
     that are encoded here so the text encoder (or its LoRA) gets gradients.
@@ -48,8 +58,8 @@ class DiffusionObjective(nn.Cell):
         self.prediction_type = normalize_prediction_type(prediction_type)
         self.encode_text = encode_text
 
-    def construct(self, latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight):
-        x_t = _per_sample(sqrt_abar, latents) * latents + _per_sample(sqrt_one_minus_abar, latents) * noise
+    def construct(self, latents, cond, t, noise, abar, weight):
+        x_t = add_noise_at(latents, noise, abar)
         target = get_target(self.prediction_type, latents, noise, abar)
         context = self.model.get_learned_conditioning(cond) if self.encode_text else cond
         out = self.model.apply_model(x_t, t, context)
@@ -58,7 +68,7 @@ class DiffusionObjective(nn.Cell):
 
 
 def timestep_terms(schedule, t, prediction_type, snr_gamma):
-    """Host-side [N] float32 arrays for the objective: sqrt_abar, sqrt_one_minus_abar, abar, weight."""
+    """Host-side [N] float32 arrays for the objective: (alphas_cumprod[t], loss weight)."""
     t = np.asarray(t, dtype=np.int64)
     abar = schedule.alphas_cumprod[t]
     if snr_gamma and snr_gamma > 0:
@@ -69,16 +79,14 @@ def timestep_terms(schedule, t, prediction_type, snr_gamma):
         weight = np.where(np.isfinite(weight), weight, 1.0)
     else:
         weight = np.ones_like(abar)
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    return (f32(schedule.sqrt_alphas_cumprod[t]), f32(schedule.sqrt_one_minus_alphas_cumprod[t]),
-            f32(abar), f32(weight))
+    return np.asarray(abar, dtype=np.float32), np.asarray(weight, dtype=np.float32)
 
 
 class TrainStep:
     """Compiled step functions over a model, its trainable parameters and the update machinery.
 
     ``encode(images, tokens, vae_noise) -> (latents, cond)`` runs the frozen encoders (no gradients);
-    ``step(latents, cond, t, noise, a, s, abar, w, lr) -> (loss, overflow)`` does forward, backward, the
+    ``step(*ObjectiveInputs, lr) -> (loss, overflow)`` does forward, backward, the
     gradient all-reduce (data parallel), unscale/overflow check, clipping, the optimiser update and EMA.
     With gradient accumulation, ``accumulate(...)`` adds a micro-batch's gradients and ``apply(lr)``
     performs the update with their mean.
@@ -154,13 +162,14 @@ class TrainStep:
                 self.ema.update()
         return ops.logical_not(finite)
 
-    def _step(self, latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight, lr):
-        loss, grads = self._loss_and_grads(latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight)
-        overflow = self._update(grads, lr)
+    def _step(self, *inputs_and_lr):
+        """(*ObjectiveInputs, lr) -> (loss, overflow)."""
+        loss, grads = self._loss_and_grads(*inputs_and_lr[:-1])
+        overflow = self._update(grads, inputs_and_lr[-1])
         return loss, overflow
 
-    def _accumulate(self, latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight):
-        loss, grads = self._loss_and_grads(latents, cond, t, noise, sqrt_abar, sqrt_one_minus_abar, abar, weight)
+    def _accumulate(self, *inputs):
+        loss, grads = self._loss_and_grads(*inputs)
         self.hyper_map(ops.partial(_accumulate_one, 1.0 / self.accumulation_steps), self.accum, grads)
         return loss
 

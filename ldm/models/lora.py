@@ -116,7 +116,7 @@ def lora_parameters(model):
 
 def save_lora(model, path):
     """Write only the LoRA parameters of ``model`` (plus alpha) to ``path``, atomically."""
-    from ldm.train.checkpoint import atomic_save
+    from ldm.io.ms_checkpoint import atomic_save
     layers = lora_layers(model)
     if not layers:
         raise CheckpointError("save_lora: the model has no LoRA layers")
@@ -130,7 +130,7 @@ def load_lora(model, path, scale=1.0):
 
     Every adapter in the file must find its layer (by the layer's weight name), else CheckpointError.
     """
-    from ldm.train.checkpoint import read_checkpoint
+    from ldm.io.ms_checkpoint import read_checkpoint
     arrays = read_checkpoint(path)
     alpha_arr = arrays.pop(ALPHA_KEY, None)
     downs = {k[:-len(DOWN)]: v for k, v in arrays.items() if k.endswith(DOWN)}

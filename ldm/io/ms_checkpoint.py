@@ -1,0 +1,58 @@
+"""MindSpore ``.ckpt`` files written atomically (temp file in the same folder, then ``os.replace``), read
+back as numpy, and copied into Parameters. Below both training and the pipeline: LoRA files, training
+checkpoints and resume files all go through here.
+"""
+import os
+
+import mindspore as ms
+from mindspore import Tensor
+
+from ldm.errors import CheckpointError
+
+
+def atomic_save(params, path, append_dict=None):
+    """``params``: a Cell, or a list of Parameters / ``{"name", "data"}`` dicts. Returns ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.ckpt")
+    if isinstance(params, (list, tuple)):
+        params = [p if isinstance(p, dict) else {"name": p.name, "data": p} for p in params]
+    try:
+        ms.save_checkpoint(params, tmp, append_dict=append_dict)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_checkpoint(path):
+    """A MindSpore .ckpt -> dict name -> numpy array."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        loaded = ms.load_checkpoint(path)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
+    return {k: v.asnumpy() for k, v in loaded.items() if not isinstance(v, str)}
+
+
+def assign_arrays(params, arrays, path, strict=True):
+    """Copy ``arrays[p.name]`` into each Parameter; missing/shape-mismatched names -> CheckpointError."""
+    missing, mismatched = [], []
+    for p in params:
+        if p.name not in arrays:
+            missing.append(p.name)
+            continue
+        value = arrays[p.name]
+        if tuple(value.shape) != tuple(p.shape):
+            mismatched.append(f"{p.name} {tuple(value.shape)} vs {tuple(p.shape)}")
+            continue
+        p.set_data(Tensor(value.astype(ms.dtype_to_nptype(p.dtype))))
+    if strict and (missing or mismatched):
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if mismatched:
+            parts.append(f"shape mismatch {len(mismatched)} (e.g. {'; '.join(mismatched[:3])})")
+        raise CheckpointError(f"{path} does not fit this run: {'; '.join(parts)}")
