@@ -36,7 +36,7 @@ def str2bool(value):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("prompts")
     g.add_argument("--prompt", default="A cute wolf in winter forest", help="the prompt (ignored with --data_path)")

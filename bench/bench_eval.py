@@ -50,7 +50,7 @@ def bench_ours_clip(model, paths, prompts, batch_size):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--torch_python", default=os.environ.get("TORCH_PYTHON", ""),
                    help="python with torch + pytorch-fid + transformers (empty: ours only)")
     p.add_argument("--n_images", type=int, default=32, help="images timed per tool")

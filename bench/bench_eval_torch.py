@@ -78,7 +78,7 @@ def make_clip_folder(folder, preset):
 
 
 def main():
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(allow_abbrev=False)
     p.add_argument("--fid_weights", required=True)
     p.add_argument("--images", nargs="+", required=True)
     p.add_argument("--clip_folder", required=True)

@@ -103,7 +103,7 @@ def run_side(python, side, repeats, mode):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--torch_python", default=os.environ.get("TORCH_PYTHON", ""),
                         help="python with torch + diffusers for the reference side (skipped when empty)")
     parser.add_argument("--repeats", type=int, default=3)

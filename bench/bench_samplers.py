@@ -213,7 +213,7 @@ def format_table(ours, theirs, setting):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--torch_python", default=os.environ.get("TORCH_PYTHON", ""),
                         help="python with torch + diffusers for the reference column (empty: ours only)")
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS),

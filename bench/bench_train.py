@@ -147,7 +147,7 @@ def _worker(side, name, steps, warmup, python, timeout):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=["tiny", "sd2"], choices=sorted(CASES))
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (compile, allocator)")

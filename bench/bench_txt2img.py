@@ -119,7 +119,7 @@ def run_side(python, side, setting, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--torch_python", default=os.environ.get("TORCH_PYTHON", ""),
                         help="python with torch + diffusers for the reference side (empty: ours only)")
     parser.add_argument("--only", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))

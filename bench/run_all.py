@@ -40,7 +40,7 @@ def run_one(name, torch_python, timeout, extra):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--torch_python", default=os.environ.get("TORCH_PYTHON", ""),
                         help="python with torch + diffusers for the reference side (empty: ours only)")
     parser.add_argument("--only", nargs="*", default=list(BENCHMARKS), choices=BENCHMARKS,

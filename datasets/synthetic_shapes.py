@@ -195,7 +195,7 @@ def score_images(pairs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_path", default="datasets/shapes",
                         help="folder to write train/, test/ and test_prompts.txt into")
     parser.add_argument("--num_train", type=int, default=400, help="number of training images")

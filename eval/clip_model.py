@@ -369,7 +369,7 @@ def save_clip_ckpt(net, path):
 
 def main(argv=None):
     import argparse
-    parser = argparse.ArgumentParser(description="Convert CLIP weights (HF folder / OpenAI .pt) to our MindSpore .ckpt.")
+    parser = argparse.ArgumentParser(allow_abbrev=False, description="Convert CLIP weights (HF folder / OpenAI .pt) to our MindSpore .ckpt.")
     parser.add_argument("--convert", nargs=2, metavar=("SRC", "DST_CKPT"), required=True,
                         help="read SRC (torch-free) and write DST .ckpt plus DST .json (its config)")
     parser.add_argument("--model_name", default=None, choices=sorted(PRESETS), help="architecture of an OpenAI .pt")

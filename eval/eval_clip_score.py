@@ -22,7 +22,7 @@ MODEL_NAMES = ("ViT-B/32", "ViT-B/16", "ViT-L/14")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--image_path", required=True, help="folder of images to score")
     p.add_argument("--prompt", default=None,

@@ -18,7 +18,7 @@ from ldm.errors import UserError, run_cli  # noqa: E402
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--real_dir", required=True, help="folder of reference images (e.g. the test split)")
     p.add_argument("--gen_dir", required=True, help="folder of generated images")

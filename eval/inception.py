@@ -295,7 +295,7 @@ def convert_to_ckpt(src, dst):
 
 def main(argv=None):
     import argparse
-    parser = argparse.ArgumentParser(description="Convert pytorch-fid's Inception weights to a MindSpore .ckpt.")
+    parser = argparse.ArgumentParser(allow_abbrev=False, description="Convert pytorch-fid's Inception weights to a MindSpore .ckpt.")
     parser.add_argument("--convert", nargs=2, metavar=("SRC_PTH", "DST_CKPT"), required=True,
                         help=f"read SRC ({FID_WEIGHTS_NAME}, torch-free) and write DST .ckpt")
     args = parser.parse_args(argv)

@@ -24,7 +24,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse_args(argv):
-    p = OneLineParser(
+    p = OneLineParser(allow_abbrev=False,
         description="Convert Stable Diffusion 1.x/2.x weights (Stability/CompVis .ckpt or .safetensors, "
                     "diffusers folder, MindSpore .ckpt) to our MindSpore checkpoint, or back to diffusers names. "
                     "The result is checked by loading it into the model the config describes.")

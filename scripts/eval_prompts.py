@@ -24,7 +24,7 @@ from ldm.errors import UserError, run_cli  # noqa: E402
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("generation (text_to_image.py)")
     g.add_argument("--data_path", required=True, help="prompt file, one prompt a line")

@@ -21,7 +21,7 @@ def param_lines(model):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="model YAML, e.g. configs/v2-vpred-inference.yaml")
     args = parser.parse_args(argv)
     config = load_config(args.config)  # bad paths fail before MindSpore's slow import

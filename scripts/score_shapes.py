@@ -38,7 +38,7 @@ def load_pairs(output_path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_path", required=True,
                         help="a text_to_image.py output folder (its manifest.jsonl names images and prompts)")
     parser.add_argument("--min_colour", type=float, default=0.0,

@@ -106,7 +106,7 @@ def train(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="LatentDiffusion model YAML (tiny widths)")
     parser.add_argument("--data_path", required=True, help="image folder with img_txt.csv (dir,text)")
     parser.add_argument("--output", required=True, help="full-model MindSpore .ckpt to write")

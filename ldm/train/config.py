@@ -155,8 +155,7 @@ CHOICES = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description="Fine-tune Stable Diffusion (eps or v objective, LoRA, EMA, resume, data-parallel). "
+    parser = argparse.ArgumentParser(allow_abbrev=False, description="Fine-tune Stable Diffusion (eps or v objective, LoRA, EMA, resume, data-parallel). "
                     "Every key of --train_config is also a flag; flags win over the YAML.",
         argument_default=argparse.SUPPRESS)
     parser.add_argument("--train_config", "-c", help="training recipe YAML (configs/train/*.yaml)")
