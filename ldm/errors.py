@@ -18,18 +18,30 @@ class CheckpointError(UserError):
 EXIT_USER_ERROR = 2
 
 
+def _close_progress_bars():
+    """Close live tqdm bars so the error line starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ()):
+        bar.close()
+
+
+def _fail(message, code):
+    _close_progress_bars()
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
 def run_cli(main, argv=None):
-    """Call ``main(argv)``; turn UserError/OSError/KeyboardInterrupt into one stderr line + exit code."""
+    """Call ``main(argv)``; turn UserError, any OSError (missing file, read-only or full disk, a file
+    where a folder belongs, ...) and KeyboardInterrupt into one stderr line and an exit code."""
     prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "msd-vpred"
     try:
         code = main(argv)
     except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"{prog}: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        _fail(f"{prog}: error: {' '.join(str(exc).split())}", EXIT_USER_ERROR)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(f"{prog}: error: {exc.strerror or exc}{where}", EXIT_USER_ERROR)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail(f"{prog}: interrupted", 130)
     sys.exit(code or 0)

@@ -7,15 +7,36 @@ import yaml
 from ldm.errors import UserError
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_yaml(path):
+    """Parse a YAML file strictly (duplicate keys, bad syntax, non-UTF-8 bytes: one UserError line)."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return yaml.load(f, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {path} is not UTF-8 text (byte {exc.start})") from exc
+
+
 def load_config(path):
     """Read a YAML config file into nested dicts; a missing or malformed file is a UserError."""
     if not os.path.isfile(path):
         raise UserError(f"config file not found: {path}")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+    cfg = safe_load_yaml(path)
     if not isinstance(cfg, dict):
         raise UserError(f"config file {path} does not hold a mapping")
     return cfg
@@ -23,10 +44,9 @@ def load_config(path):
 
 def write_yaml(config, path):
     """Write a config as YAML atomically (temp file, then rename). Returns ``path``."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    from ldm.io.atomic import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         yaml.safe_dump(config, f, sort_keys=False, default_flow_style=None)
-    os.replace(tmp, path)
     return path
 
 

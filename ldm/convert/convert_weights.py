@@ -44,21 +44,11 @@ def save_mindspore_checkpoint(state, path, dtype="fp32", append_dict=None):
     with ``dtype="fp16"``: half the file; loading casts back to each parameter's dtype).
     ``append_dict``: extra entries (the recorded diffusion spec)."""
     import mindspore as ms
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}.ckpt")
+    from ldm.io.ms_checkpoint import atomic_save
     float_type = {"fp32": np.float32, "fp16": np.float16}[dtype]
     items = [{"name": k, "data": ms.Tensor(v.astype(float_type) if np.issubdtype(v.dtype, np.floating) else v)}
              for k, v in state.items()]
-    try:
-        ms.save_checkpoint(items, tmp, append_dict=append_dict)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # MindSpore writes 0400; a user expects an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_save(items, path, append_dict=append_dict)
 
 
 def convert_weights(source, target, config=None, config_out=None, to="mindspore", dtype="fp32"):

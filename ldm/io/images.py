@@ -1,11 +1,9 @@
 """Image conversions and atomic PNG writes for generated samples."""
-import os
-import tempfile
-
 import numpy as np
 from PIL import Image
 
 from ldm.errors import UserError
+from ldm.io.atomic import atomic_path
 
 SIZE_MULTIPLE = 8   # SD's VAE downsamples by 8: W and H must be multiples of this
 
@@ -41,17 +39,8 @@ def load_image(path, width, height):
 
 def save_png_atomic(array, path):
     """Write a PNG through a temporary file + rename, so a crash never leaves a half-written image."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.asarray(array, dtype=np.uint8)).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
 
 
 def make_grid(images, ncols, pad=2):

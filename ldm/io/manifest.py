@@ -7,9 +7,9 @@ image is generated again.
 import csv
 import json
 import os
-import tempfile
 
 from ldm.errors import UserError
+from ldm.io.atomic import atomic_path
 
 COLUMNS = ("index", "file", "prompt", "negative_prompt", "seed", "sampler", "steps", "scale",
            "guidance_rescale", "width", "height", "checkpoint", "config", "prediction_type")
@@ -65,14 +65,11 @@ class Manifest:
         """Write the records (ordered by index) as CSV, atomically; returns its path."""
         records = sorted(self.read().values(), key=lambda r: r["index"])
         path = os.path.join(self.folder, csv_name)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".csv")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
             extra = sorted({k for r in records for k in r} - set(COLUMNS))
             writer = csv.DictWriter(f, fieldnames=list(COLUMNS) + extra, extrasaction="ignore")
             writer.writeheader()
-            for r in records:
-                writer.writerow(r)
-        os.replace(tmp, path)
+            writer.writerows(records)
         return path
 
 

@@ -8,21 +8,16 @@ import mindspore as ms
 from mindspore import Tensor
 
 from ldm.errors import CheckpointError
+from ldm.io.atomic import atomic_path
 
 
 def atomic_save(params, path, append_dict=None):
     """``params``: a Cell, or a list of Parameters / ``{"name", "data"}`` dicts. Returns ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.ckpt")
     if isinstance(params, (list, tuple)):
         params = [p if isinstance(p, dict) else {"name": p.name, "data": p} for p in params]
-    try:
+    # MindSpore itself writes "<tmp minus .ckpt>.tmp" first and renames it: remove that too on failure
+    with atomic_path(path, leftovers=lambda tmp: [os.path.splitext(tmp)[0] + ".tmp"]) as tmp:
         ms.save_checkpoint(params, tmp, append_dict=append_dict)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -5,10 +5,14 @@ from ldm.errors import UserError
 
 
 def iter_prompt_file(path):
-    """Yield the non-blank lines of a UTF-8 prompt file (stripped), one at a time."""
-    with open(path, "r", encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
+    """Yield the non-blank lines of a UTF-8 prompt file (stripped), one at a time; bytes that are not
+    UTF-8 are one UserError naming the file and line."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                raise UserError(f"prompt file {path} line {number} is not UTF-8 text (byte {exc.start})") from exc
             if line:
                 yield line
 
