@@ -88,3 +88,20 @@ def test_argument_checks():
     assert Text2ImagePipeline._seeds(5, None, 3) == [5, 6, 7]
     with pytest.raises(UserError, match="seeds"):
         Text2ImagePipeline._seeds(None, [1], 2)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "heun"])
+def test_generate_calls_back_once_per_model_call_with_the_sampler_loop_values(sampler):
+    """callback(step, timestep, latents, pred_x0) sees every model call in order, its timestep is the
+    sampler's, its latents are what the loop holds, and the last ones are the returned latents."""
+    from tests.pipeline_models import pipeline
+    pipe = pipeline("sd2")
+    seen = []
+    result = pipe.generate("a red circle", width=32, height=32, steps=3, sampler=sampler, scale=3.0, seed=5,
+                           callback=lambda i, t, x, x0: seen.append((i, t, x.asnumpy(), x0)))
+    smp = pipe.make_sampler(sampler).set_timesteps(3)
+    assert [s[0] for s in seen] == list(range(len(smp.timesteps)))
+    assert len(seen) == (3 if sampler == "ddim" else 5)
+    np.testing.assert_array_equal([s[1] for s in seen], smp.timesteps.astype(float))
+    np.testing.assert_array_equal(seen[-1][2], result.latents)
+    assert all(s[3] is not None for s in seen) or sampler == "heun"
