@@ -1,28 +1,48 @@
-"""Text -> image with Stable Diffusion 1.x / 2.x (eps or v), MindONE's flags.
+"""Text -> image with Stable Diffusion 1.x / 2.x (eps or v): a drop-in for MindONE's text_to_image.py.
 
-    python text_to_image.py --version 2.1-v --ckpt_path models/sd_v2-1_768_v-061732d1.ckpt \\
+    python text_to_image.py -v 2.1-v --ckpt_path models/sd_v2-1_768_v-061732d1.ckpt --W 768 --H 768 \\
         --prompt "a red bicycle" --negative_prompt "blurry" --dpm_solver --sampling_steps 15 --scale 9
-    python text_to_image.py --data_path prompts.txt --n_samples 4 --output_path out/ --resume
+    python text_to_image.py --data_path prompts.txt --negative_data_path negatives.txt --output_path out/ --resume
 
-Images go to {output_path}/samples/00000.png ..., with manifest.jsonl / manifest.csv (prompt, seed,
-sampler, steps, scale, size, checkpoint per image) and a grid PNG unless --skip_grid.
+Every flag of MindONE's examples/stable_diffusion_v2/text_to_image.py is accepted with its meaning and
+default (20 steps of DPM-Solver++, n_iter 2 x n_samples 4 per prompt, version 2.1, scale 9 for 2.x /
+7.5 for 1.x, graph mode); the ones MindONE has and we do not implement (textual inversion, watermark,
+safety checker, the Chinese 1.5-wukong model) fail in one line when asked for. Images go to
+{output_path}/samples/00000.png ..., with manifest.jsonl / manifest.csv (prompt, seed, sampler, steps,
+scale, size, checkpoint per image) and a grid PNG unless --skip_grid.
 """
 import argparse
+import logging
 import os
 import sys
 
 from ldm.diffusion.samplers import SAMPLER_NAMES as SAMPLERS
 from ldm.errors import UserError, run_cli
 
+logger = logging.getLogger("text_to_image")
 REPO = os.path.dirname(os.path.abspath(__file__))
-VERSIONS = {  # --version -> (default config, default checkpoint (MindONE's file names), default size)
+VERSIONS = {  # --version -> (default config, default checkpoint (MindONE's file names), the model's size)
     "1.5": ("configs/v1-inference.yaml", "models/sd_v1.5-d0ab7146.ckpt", 512),
     "2.0": ("configs/v2-inference.yaml", "models/sd_v2_base-57526ee4.ckpt", 512),
     "2.0-v": ("configs/v2-vpred-inference.yaml", "models/sd_v2_768_v-e12e3a9b.ckpt", 768),
     "2.1": ("configs/v2-inference.yaml", "models/sd_v2-1_base-7c8d09ce.ckpt", 512),
     "2.1-v": ("configs/v2-vpred-inference.yaml", "models/sd_v2-1_768_v-061732d1.ckpt", 768),
 }
-SAMPLER_FLAGS = ("dpm_solver", "plms", "uni_pc", "ddim")   # MindONE's switches, in precedence order
+UNSUPPORTED_VERSIONS = {"1.5-wukong": "the Chinese Wukong-Huahua model (its Chinese tokenizer and text encoder "
+                                      "are not implemented here)"}
+# MindONE's sampler switches in MindONE's precedence (an if/elif chain: --ddim wins over --dpm_solver,
+# then --plms, then --uni_pc) -> our ports of MindONE's samplers; no switch = MindONE's DPM-Solver++.
+SAMPLER_SWITCHES = (("ddim", "mindone_ddim"), ("dpm_solver", "mindone_dpm_solver"), ("plms", "mindone_plms"),
+                    ("uni_pc", "mindone_uni_pc"))
+DEFAULT_SAMPLER = "mindone_dpm_solver_pp"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes become one UserError line (run_cli prints it), not a usage block."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
 
 
 def str2bool(value):
@@ -35,34 +55,59 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
 
 
+def _bool(g, flag, default, text):
+    """A MindONE boolean: ``--flag True|False``; a bare ``--flag`` means True."""
+    g.add_argument(flag, type=str2bool, nargs="?", const=True, default=default, metavar="BOOL", help=text)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("prompts")
     g.add_argument("--prompt", default="A cute wolf in winter forest", help="the prompt (ignored with --data_path)")
-    g.add_argument("--data_path", default=None, help="prompt file, one prompt a line (streamed)")
-    g.add_argument("--negative_prompt", default="", help="negative prompt for classifier-free guidance")
+    g.add_argument("--data_path", default="", help="prompt file, one prompt a line (streamed; blank lines skipped)")
+    g.add_argument("--from-file", dest="from_file", default=None, metavar="PATH",
+                   help="the same as --data_path (MindONE's alias; MindONE itself parses it and ignores it)")
+    g.add_argument("--negative_prompt", default="", help="negative prompt for classifier-free guidance, every prompt")
+    g.add_argument("--negative_data_path", default="",
+                   help="negative prompt file: line i goes with prompt line i, prompts past its end get the blank "
+                        "negative; it may not have more lines than the prompt file (wins over --negative_prompt)")
+    _bool(g, "--support_long_prompts", False, "encode prompts beyond 77 tokens in 75-token chunks (MindONE's rule) "
+          "instead of cutting them")
+    g.add_argument("--pack_prompts", action="store_true",
+                   help="with --data_path: fill each batch of --n_samples with different prompts, one image per "
+                        "prompt per --n_iter (default, as MindONE: n_samples copies of each prompt)")
     g = p.add_argument_group("model")
-    g.add_argument("--version", default=os.environ.get("SD_VERSION", "2.0"), choices=sorted(VERSIONS),
-                   help="SD version; picks the default --config, --ckpt_path and size")
+    g.add_argument("-v", "--version", default="2.1",
+                   help="SD version: 2.1, 2.1-v, 2.0, 2.0-v, 1.5; picks the default --config, --ckpt_path, --scale")
     g.add_argument("--config", default=None,
                    help="model YAML (default: the model_config.yaml saved beside a checkpoint from our training, "
-                        "else the one of --version); it must agree with the diffusion spec such a checkpoint records")
+                        "else the one of --version); a relative path not found here is looked up in this repo; "
+                        "it must agree with the diffusion spec such a checkpoint records")
     g.add_argument("--ckpt_path", default=None, help="checkpoint: MindSpore/torch .ckpt, .safetensors "
                    "(default: MindONE's file name for --version under models/)")
-    g.add_argument("--lora_ckpt_path", default=None, help="LoRA weights to apply")
-    g.add_argument("--lora_scale", type=float, default=1.0, help="LoRA strength")
+    _bool(g, "--use_lora", None, "apply --lora_ckpt_path (MindONE's default False; here default: on when "
+          "--lora_ckpt_path is given; True without a LoRA file = the checkpoint already holds the LoRA weights)")
+    g.add_argument("--lora_ckpt_path", default=None, help="LoRA-only checkpoint to apply")
+    g.add_argument("--lora_scale", type=float, default=1.0, help="LoRA strength (0 = no effect)")
+    g.add_argument("--lora_rank", type=int, default=None,
+                   help="LoRA rank (default: read from the LoRA file; a value that disagrees with it is ignored)")
+    _bool(g, "--lora_ft_unet", True, "load the LoRA file's UNet adapters")
+    _bool(g, "--lora_ft_text_encoder", False, "load the LoRA file's text-encoder adapters")
+    g.add_argument("--ti_ckpt_path", default=None, help="textual inversion checkpoint (not supported yet: an error)")
     g = p.add_argument_group("sampling")
-    g.add_argument("--W", type=int, default=None, help="image width, multiple of 8 (default: 512, 768 for -v)")
-    g.add_argument("--H", type=int, default=None, help="image height, multiple of 8 (default: 512, 768 for -v)")
-    g.add_argument("--sampling_steps", type=int, default=50, help="number of sampling steps")
-    g.add_argument("--scale", type=float, default=9.0, help="classifier-free guidance scale (1 = off)")
+    g.add_argument("--W", type=int, default=512, help="image width, multiple of 8 (MindONE: 512 for every version)")
+    g.add_argument("--H", type=int, default=512, help="image height, multiple of 8 (use 768 for the -v models)")
+    g.add_argument("--sampling_steps", type=int, default=20, help="number of sampling steps")
+    g.add_argument("--scale", type=float, default=None,
+                   help="classifier-free guidance scale, 1 = off (default: 9 for 2.x, 7.5 for 1.x)")
     g.add_argument("--guidance_rescale", type=float, default=None,
                    help="guidance rescale phi (default: 0.7 for a zero-terminal-SNR model, else 0)")
     g.add_argument("--ddim_eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like)")
-    for name in SAMPLER_FLAGS:
-        g.add_argument(f"--{name}", action="store_true", help=f"use the {name} sampler")
-    g.add_argument("--sampler", default=None, help="sampler by name (overrides the switches): " + ", ".join(SAMPLERS))
+    for flag, name in SAMPLER_SWITCHES:
+        g.add_argument(f"--{flag}", action="store_true", help=f"MindONE's {flag} sampler ({name})")
+    g.add_argument("--sampler", default=None, help="sampler by name (wins over the switches; default "
+                   f"{DEFAULT_SAMPLER}, MindONE's DPM-Solver++): " + ", ".join(SAMPLERS))
     g.add_argument("--timestep_spacing", default=None, choices=("leading", "trailing", "linspace"),
                    help="timestep spacing (default: trailing for a zero-terminal-SNR model, else the sampler's own)")
     g.add_argument("--rescale_zero_snr", type=str2bool, nargs="?", const=True, default=None,
@@ -73,8 +118,9 @@ def build_parser():
     g.add_argument("--fixed_code", action="store_true", help="the same start noise for every batch")
     g.add_argument("--init_latents", default=None, help=".npy unit-variance start noise (n_samples, 4, H/8, W/8)")
     g = p.add_argument_group("batching and output")
-    g.add_argument("--n_iter", type=int, default=1, help="how many times to go over the prompts")
-    g.add_argument("--n_samples", type=int, default=1, help="batch size (images per prompt with --prompt)")
+    g.add_argument("--n_iter", type=int, default=2, help="how many batches per prompt (trials)")
+    g.add_argument("--n_samples", type=int, default=4, help="batch size: images of each prompt per trial")
+    g.add_argument("--n_rows", type=int, default=0, help="grid images per row (0: n_samples)")
     g.add_argument("--output_path", default="output", help="output folder")
     g.add_argument("--skip_grid", action="store_true", help="do not write the grid PNG")
     g.add_argument("--skip_save", action="store_true", help="do not write the individual images")
@@ -84,31 +130,80 @@ def build_parser():
     g = p.add_argument_group("img2img")
     g.add_argument("--init_image", default=None, help="start from this image (img2img)")
     g.add_argument("--strength", type=float, default=0.8, help="img2img: how much of the schedule to run")
+    g = p.add_argument_group("watermark and safety checker (MindONE's; not supported: asking for them is an error)")
+    _bool(g, "--add_watermark", False, "add an invisible watermark (not supported)")
+    _bool(g, "--check_safety", False, "run the safety checker (not supported)")
+    g.add_argument("--clip_ckpt_path", default=None, help="CLIP ViT-L/14 weights of the safety checker (unused)")
+    g.add_argument("--safety_version", type=int, default=2, choices=(1, 2),
+                   help="SD version whose safety checker to use (unused)")
     g = p.add_argument_group("runtime")
-    g.add_argument("--ms_mode", type=int, default=1, choices=(0, 1), help="0 graph, 1 pynative (UNet is jit-compiled either way)")
-    g.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"), help="MindSpore device")
+    g.add_argument("--ms_mode", type=int, default=0, choices=(0, 1),
+                   help="0 graph, 1 pynative (the UNet call is compiled either way)")
+    g.add_argument("--device_target", default=None, choices=("CPU", "GPU", "Ascend"),
+                   help="MindSpore device (default: MindSpore's own, i.e. the installed backend; MindONE: Ascend)")
+    g.add_argument("--log_level", default="logging.INFO",
+                   help="logging.DEBUG, logging.INFO, logging.WARNING or logging.ERROR (also DEBUG, info, 10, ...)")
     return p
 
 
+def parse_log_level(value):
+    """MindONE writes ``logging.INFO``; accept that, the bare name in any case, or the number."""
+    text = str(value).strip()
+    name = text[len("logging."):] if text.startswith("logging.") else text
+    if name.isdigit():
+        return int(name)
+    if name.upper() in LOG_LEVELS:
+        return getattr(logging, name.upper())
+    raise UserError(f"--log_level {value!r}: use one of {', '.join('logging.' + n for n in LOG_LEVELS[:4])}")
+
+
+def check_unsupported(args):
+    """MindONE features we do not have: one line each, before anything is loaded."""
+    if args.ti_ckpt_path:
+        raise UserError(f"--ti_ckpt_path {args.ti_ckpt_path}: textual inversion is not supported yet")
+    if args.add_watermark:
+        raise UserError("--add_watermark: the invisible watermark is not supported; leave it off")
+    if args.check_safety:
+        raise UserError("--check_safety: the safety checker is not supported; leave it off")
+    if args.clip_ckpt_path:
+        logger.info("--clip_ckpt_path is only used by the safety checker, which is off")
+
+
+def check_version(version):
+    if version in UNSUPPORTED_VERSIONS:
+        raise UserError(f"--version {version}: {UNSUPPORTED_VERSIONS[version]} is not supported; "
+                        f"use one of {', '.join(VERSIONS)}")
+    if version not in VERSIONS:
+        raise UserError(f"unknown --version {version!r}; choose one of {', '.join(VERSIONS)}")
+
+
 def choose_sampler(args):
-    if args.sampler:
-        if args.sampler not in SAMPLERS:
-            raise UserError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        return args.sampler
-    for name in SAMPLER_FLAGS:
-        if getattr(args, name):
-            return name
-    return "ddim"
+    """--sampler NAME, else MindONE's switches in MindONE's precedence, else MindONE's DPM-Solver++."""
+    name = args.sampler
+    if not name:
+        name = next((n for flag, n in SAMPLER_SWITCHES if getattr(args, flag)), DEFAULT_SAMPLER)
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return name
+
+
+def _existing(path):
+    """A relative --config not found from here is taken relative to this repo (MindONE resolves it
+    against the script's folder)."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    beside = os.path.join(REPO, path)
+    return beside if os.path.exists(beside) else path
 
 
 def resolve_paths(args):
-    """(config, checkpoint, default size) from --version / --config /
-    --ckpt_path, checked to exist. Without --config, a model_config.yaml that our training saved
-    beside the checkpoint is the config (it states the spec the checkpoint was trained with)."""
+    """(config, checkpoint, the version's size) from --version / --config / --ckpt_path, checked to
+    exist. Without --config, a model_config.yaml that our training saved beside the checkpoint is the
+    config (it states the spec the checkpoint was trained with)."""
     config, ckpt, size = VERSIONS[args.version]
     ckpt = args.ckpt_path or os.path.join(REPO, ckpt)
     if args.config:
-        config = args.config
+        config = _existing(args.config)
     else:
         beside = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "model_config.yaml")
         config = beside if args.ckpt_path and os.path.isfile(beside) else os.path.join(REPO, config)
@@ -120,40 +215,68 @@ def resolve_paths(args):
 
 
 def settings_from_args(args):
+    """RunSettings (and the LoRA choice, as ``settings.lora`` plus the returned LoraChoice is kept on
+    ``args.lora_choice``) from the parsed flags; every cheap check happens here, before the model."""
     from ldm.io.images import check_image_size
     from ldm.io.prompts import check_prompt_file
-    from ldm.pipeline_run import RunSettings
+    from ldm.lora_options import resolve_lora
+    from ldm.pipeline_run import RunSettings, check_negative_file
+    check_unsupported(args)
+    check_version(args.version)
     sampler = choose_sampler(args)
     config, ckpt, size = resolve_paths(args)
-    width, height = args.W or size, args.H or size
-    check_image_size(width, height)
-    if args.data_path:
-        check_prompt_file(args.data_path)
+    if not args.ckpt_path and (args.W, args.H) != (size, size):
+        logger.warning("the SD %s model is made for %dx%d, got W=%d H=%d", args.version, size, size, args.W, args.H)
+    check_image_size(args.W, args.H)
+    data_path = args.data_path or None
+    if args.from_file:
+        if data_path and os.path.abspath(data_path) != os.path.abspath(args.from_file):
+            raise UserError(f"--from-file {args.from_file} and --data_path {data_path} name different prompt files")
+        data_path = args.from_file
+    if data_path:
+        check_prompt_file(data_path)
     for name in ("n_iter", "n_samples", "sampling_steps"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.n_rows < 0:
+        raise UserError(f"--n_rows must be >= 0, got {args.n_rows}")
+    scale = args.scale if args.scale is not None else (9.0 if args.version.startswith("2.") else 7.5)
+    choice = resolve_lora(args.lora_ckpt_path, args.use_lora, args.lora_rank, args.lora_ft_unet,
+                          args.lora_ft_text_encoder)
+    args.lora_choice = choice
     options = {"timestep_spacing": args.timestep_spacing} if args.timestep_spacing else {}
-    return RunSettings(prompt=args.prompt, data_path=args.data_path, negative_prompt=args.negative_prompt,
-                       width=width, height=height, steps=args.sampling_steps, sampler=sampler,
-                       scale=args.scale, guidance_rescale=args.guidance_rescale, eta=args.ddim_eta,
-                       seed=args.seed, n_iter=args.n_iter, n_samples=args.n_samples, fixed_code=args.fixed_code,
-                       sampler_options=options, init_latents=args.init_latents, init_image=args.init_image,
-                       strength=args.strength, save_intermediates=args.save_intermediates, checkpoint=ckpt,
-                       config=config, lora=args.lora_ckpt_path)
+    settings = RunSettings(prompt=args.prompt, data_path=data_path, negative_prompt=args.negative_prompt,
+                           negative_data_path=args.negative_data_path or None, pack_prompts=args.pack_prompts,
+                           long_prompts=args.support_long_prompts, n_rows=args.n_rows,
+                           width=args.W, height=args.H, steps=args.sampling_steps, sampler=sampler,
+                           scale=scale, guidance_rescale=args.guidance_rescale, eta=args.ddim_eta,
+                           seed=args.seed, n_iter=args.n_iter, n_samples=args.n_samples, fixed_code=args.fixed_code,
+                           sampler_options=options, init_latents=args.init_latents, init_image=args.init_image,
+                           strength=args.strength, save_intermediates=args.save_intermediates, checkpoint=ckpt,
+                           config=config, lora=choice.path)
+    check_negative_file(settings)
+    return settings
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=parse_log_level(args.log_level), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)          # every cheap check before the model is built
     import mindspore as ms
     ms.set_context(mode=ms.GRAPH_MODE if args.ms_mode == 0 else ms.PYNATIVE_MODE)
-    ms.set_device(args.device_target)
+    if args.device_target:
+        ms.set_device(args.device_target)
     from ldm.pipeline import Text2ImagePipeline
     from ldm.pipeline_run import run_to_folder
     pipe = Text2ImagePipeline.from_config(settings.config, settings.checkpoint,
-                                          lora_path=args.lora_ckpt_path, lora_scale=args.lora_scale,
+                                          lora_path=args.lora_choice.path, lora_scale=args.lora_scale,
+                                          lora_prefixes=args.lora_choice.prefixes,
                                           adopt_recorded_spec=not args.config,
                                           rescale_zero_snr=args.rescale_zero_snr)
+    logger.info("SD %s, sampler %s, %d steps, scale %s, %dx%d, %d x %d per prompt, checkpoint %s, LoRA %s",
+                args.version, settings.sampler, settings.steps, settings.scale, settings.width, settings.height,
+                settings.n_iter, settings.n_samples, settings.checkpoint, settings.lora)
     summary = run_to_folder(pipe, settings, args.output_path, skip_grid=args.skip_grid,
                             skip_save=args.skip_save, resume=args.resume,
                             log=lambda msg: print(msg, file=sys.stderr))

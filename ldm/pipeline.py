@@ -96,12 +96,13 @@ class Text2ImagePipeline:
 
     @classmethod
     def from_config(cls, config, ckpt_path=None, lora_path=None, lora_scale=1.0, compile=True,
-                    adopt_recorded_spec=False, **spec_overrides):
+                    adopt_recorded_spec=False, lora_prefixes=None, **spec_overrides):
         """Build from a model YAML (path or dict) and a checkpoint (any format ldm.convert reads).
 
         A checkpoint from our training records its DiffusionSpec: the config must agree with it, or
         with ``adopt_recorded_spec`` the recorded spec replaces the YAML's (text_to_image.py does this
         when no --config is given). ``spec_overrides`` (e.g. rescale_zero_snr=True) win over both.
+        ``lora_prefixes``: load only the LoRA adapters under these name prefixes (None: all).
         """
         from ldm.convert.checkpoint import load_model
         cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
@@ -112,7 +113,7 @@ class Text2ImagePipeline:
             from ldm.models.lora import load_lora
             if not os.path.exists(lora_path):
                 raise UserError(f"LoRA checkpoint not found: {lora_path}")
-            load_lora(model, lora_path, lora_scale)
+            load_lora(model, lora_path, lora_scale, prefixes=lora_prefixes)
         return cls(model, cfg, ckpt_path, compile=compile)
 
     @property
@@ -136,9 +137,9 @@ class Text2ImagePipeline:
     def make_sampler(self, name, eta=0.0, **overrides):
         """Sampler ``name`` on this model's DiffusionSpec. ``overrides``: sampler options, or spec
         fields (prediction_type, rescale_zero_snr, ...) that win over the model's (None = not given)."""
-        from ldm.diffusion.samplers import get_sampler
+        from ldm.diffusion.samplers import SAMPLERS, get_sampler
         overrides = {k: v for k, v in overrides.items() if v is not None}
-        if eta and name == "ddim":
+        if eta and name in SAMPLERS and "eta" in SAMPLERS[name][0].defaults:   # DDIM-family samplers only
             overrides["eta"] = float(eta)
         try:
             return get_sampler(name, spec=self.spec, **overrides)
@@ -148,11 +149,28 @@ class Text2ImagePipeline:
             raise UserError(f"sampler {name!r}: {exc}") from exc
 
     # ---- text
-    def encode_prompts(self, prompts, negative_prompts=None):
-        """Context for the UNet: (N,77,D), or (2N,77,D) with the negative prompts' embeddings first."""
+    def encode_prompts(self, prompts, negative_prompts=None, long_prompts=False):
+        """Context for the UNet: (N,77,D), or (2N,77,D) with the negative prompts' embeddings first.
+
+        ``long_prompts``: MindONE's --support_long_prompts, prompts beyond 77 tokens are encoded in
+        chunks and the context is (N or 2N, k*77, D) (:mod:`ldm.models.long_prompt`); else they are cut.
+        """
+        if long_prompts:
+            from ldm.models.long_prompt import encode_chunked, long_prompt_ids
+            ids, neg_ids = long_prompt_ids(self._tokenizer(), list(prompts),
+                                           None if negative_prompts is None else list(negative_prompts))
+            if neg_ids is not None:
+                ids = np.concatenate([neg_ids, ids], axis=0)
+            return encode_chunked(lambda t: self._run("text", t), ms.Tensor(ids))
         texts = list(prompts) if negative_prompts is None else list(negative_prompts) + list(prompts)
         tokens = ms.Tensor(np.asarray(self.model.tokenize(texts), dtype=np.int32))
         return self._run("text", tokens)
+
+    def _tokenizer(self):
+        encoder = self.model.cond_stage_model
+        if encoder is None:
+            raise UserError("this model was built without a text encoder (no cond_stage_config in the config)")
+        return encoder.tokenizer
 
     # ---- images <-> latents
     def decode(self, z):
@@ -173,7 +191,7 @@ class Text2ImagePipeline:
     def generate(self, prompt, negative_prompt="", width=512, height=512, steps=50, sampler="ddim",
                  scale=7.5, guidance_rescale=None, seed=None, seeds=None, num_images=None, latents=None,
                  eta=0.0, sampler_options=None, init_image=None, strength=0.8, intermediates_every=0,
-                 progress=False, callback=None):
+                 progress=False, callback=None, long_prompts=False):
         """Run the sampler and decode.
 
         prompt: str or list of N prompts (a str is repeated ``num_images`` times, default 1 or the
@@ -186,7 +204,8 @@ class Text2ImagePipeline:
         init_image: uint8 (H, W, 3) / (N, H, W, 3) or a path -> img2img, keeping (1 - strength) of
         the schedule. intermediates_every=k: also decode every k-th step's predicted x0.
         callback(step, timestep, latents, pred_x0): called once per model call (diffusers' per-step
-        callback; pred_x0 may be None for samplers that never form it).
+        callback; pred_x0 may be None for samplers that never form it). long_prompts: encode prompts
+        beyond 77 tokens in chunks (MindONE's --support_long_prompts) instead of cutting them.
         """
         prompts, negatives = self._prompt_lists(prompt, negative_prompt, num_images, latents)
         n = len(prompts)
@@ -209,7 +228,7 @@ class Text2ImagePipeline:
             guidance_rescale = smp.spec.sampling_defaults()["guidance_rescale"]
 
         guided = float(scale) != 1.0
-        context = self.encode_prompts(prompts, negatives if guided else None)
+        context = self.encode_prompts(prompts, negatives if guided else None, long_prompts=long_prompts)
         x, start = self._start(smp, noise, seeds, init_image, strength, width, height, int(steps))
         scale_t = ms.Tensor(float(scale), ms.float32)
         rescale_t = ms.Tensor(float(guidance_rescale), ms.float32) if guidance_rescale else None

@@ -5,10 +5,17 @@ Layout of ``output_path``::
     samples/00000.png ...      one PNG per image (written to a temp file, then renamed)
     manifest.jsonl             one JSON line per finished image, appended after its PNG is in place
     manifest.csv               the same records as CSV (rewritten at the end of every run)
-    grid-00000.png             the run's first images (at most ``GRID_MAX``), n_samples per row
+    grid-00000.png             the run's first images (at most ``GRID_MAX``), n_rows (default n_samples) per row
     intermediates/00000/...    every k-th step's predicted x0 (--save_intermediates k)
 
-Images are numbered across the run in order (iteration, batch, position). A run in a folder that
+Batches follow MindONE: with a prompt file every prompt line fills its own batch of ``n_samples``
+copies, ``n_iter`` times in a row (prompt, iteration, position); ``pack_prompts`` instead fills each
+batch with ``n_samples`` different prompts and goes over the file ``n_iter`` times (one image per
+prompt per pass: what an evaluation over a test-prompt file wants). Negative prompts come from
+``negative_data_path`` line by line (line i for prompt line i, blank for lines past its end, as
+MindONE pads with blank prompts), else ``negative_prompt`` for every prompt.
+
+Images are numbered across the run in that order. A run in a folder that
 already has images continues the numbering after them (as MindONE does), so nothing is overwritten;
 ``resume=True`` instead re-plans the last run recorded in the manifest and skips every image whose
 PNG and manifest line are both present.
@@ -21,7 +28,7 @@ import numpy as np
 from ldm.errors import UserError
 from ldm.io.images import load_image, make_grid, save_png_atomic
 from ldm.io.manifest import Manifest, check_same_run
-from ldm.io.prompts import iter_batches, iter_prompt_file
+from ldm.io.prompts import iter_batches
 
 GRID_MAX = 64
 
@@ -51,6 +58,10 @@ class RunSettings:
     checkpoint: str = None
     config: str = None
     lora: str = None
+    negative_data_path: str = None     # negative prompts, one a line, paired with the prompt lines
+    pack_prompts: bool = False         # prompt file: n_samples different prompts per batch
+    long_prompts: bool = False         # MindONE's --support_long_prompts
+    n_rows: int = 0                    # grid images per row (0: n_samples)
 
 
 @dataclasses.dataclass
@@ -58,30 +69,81 @@ class PlannedBatch:
     prompts: list
     indices: list
     seeds: list
+    negatives: list = None
+
+
+def _lines(path):
+    """Every line of a UTF-8 text file, stripped, blank ones included (streamed)."""
+    with open(path, "r", encoding="utf-8") as f:
+        for line in f:
+            yield line.strip()
+
+
+def count_lines(path):
+    return sum(1 for _ in _lines(path))
+
+
+def prompt_pairs(settings):
+    """Yield (prompt, negative prompt) in order. Negatives from ``negative_data_path`` go with the
+    prompt line of the same number (blank prompt lines are skipped, their negative with them); lines
+    past the end of that file get the blank negative."""
+    negatives = _lines(settings.negative_data_path) if settings.negative_data_path else None
+
+    def negative():
+        return (settings.negative_prompt or "") if negatives is None else next(negatives, "")
+    if not settings.data_path:
+        yield settings.prompt, negative()
+        return
+    for line in _lines(settings.data_path):
+        neg = negative()
+        if line:
+            yield line, neg
+
+
+def check_negative_file(settings):
+    """MindONE refuses more negative prompts than prompt lines (a single --prompt counts as one)."""
+    path = settings.negative_data_path
+    if not path:
+        return
+    if not os.path.isfile(path):
+        raise UserError(f"negative prompt file not found: {path}")
+    n_neg = count_lines(path)
+    n_pos = count_lines(settings.data_path) if settings.data_path else 1
+    if n_neg > n_pos:
+        raise UserError(f"{path} has {n_neg} negative prompt lines for {n_pos} prompt line(s); it may have "
+                        "fewer (the rest get the blank negative) but not more")
+
+
+def _prompt_batches(settings):
+    """Lists of (prompt, negative) pairs, one list per batch, in run order."""
+    if settings.data_path and settings.pack_prompts:
+        for _ in range(settings.n_iter):
+            yield from iter_batches(prompt_pairs(settings), settings.n_samples)
+        return
+    for pair in prompt_pairs(settings):
+        for _ in range(settings.n_iter):
+            yield [pair] * settings.n_samples
 
 
 def plan_batches(settings, start_index=0):
     """Yield the run's batches in order; prompt files are streamed, never read whole."""
     index = start_index
-    for _ in range(settings.n_iter):
-        if settings.data_path:
-            batches = iter_batches(iter_prompt_file(settings.data_path), settings.n_samples)
+    for pairs in _prompt_batches(settings):
+        prompts, negatives = [p for p, _ in pairs], [n for _, n in pairs]
+        indices = list(range(index, index + len(prompts)))
+        if settings.fixed_code:      # the same start code for every batch (MindONE's --fixed_code)
+            seeds = [settings.seed + j for j in range(len(prompts))]
         else:
-            batches = [[settings.prompt] * settings.n_samples]
-        for prompts in batches:
-            indices = list(range(index, index + len(prompts)))
-            if settings.fixed_code:      # the same start code for every batch (MindONE's --fixed_code)
-                seeds = [settings.seed + j for j in range(len(prompts))]
-            else:
-                seeds = [settings.seed + i - start_index for i in indices]
-            index += len(prompts)
-            yield PlannedBatch(prompts, indices, seeds)
+            seeds = [settings.seed + i - start_index for i in indices]
+        index += len(prompts)
+        yield PlannedBatch(prompts, indices, seeds, negatives)
 
 
 def count_images(settings):
-    if settings.data_path:
-        return settings.n_iter * sum(1 for _ in iter_prompt_file(settings.data_path))
-    return settings.n_iter * settings.n_samples
+    n_prompts = sum(1 for line in _lines(settings.data_path) if line) if settings.data_path else 1
+    per_prompt = settings.n_iter if settings.data_path and settings.pack_prompts \
+        else settings.n_iter * settings.n_samples
+    return n_prompts * per_prompt
 
 
 def load_init_latents(path, n_samples, shape):
@@ -102,7 +164,7 @@ def image_record(settings, batch, j, file, run_start, sampler, guidance_rescale)
     """The manifest line of one image: its prompt and seed plus every setting that decided it, the
     diffusion spec the sampler actually ran on included (prediction type, zero SNR, spacing)."""
     rec = dict(index=batch.indices[j], file=file, prompt=batch.prompts[j],
-               negative_prompt=settings.negative_prompt, seed=batch.seeds[j], sampler=settings.sampler,
+               negative_prompt=batch.negatives[j], seed=batch.seeds[j], sampler=settings.sampler,
                steps=settings.steps, scale=settings.scale, guidance_rescale=guidance_rescale,
                width=settings.width, height=settings.height, checkpoint=settings.checkpoint,
                config=settings.config, prediction_type=sampler.prediction_type,
@@ -116,6 +178,8 @@ def image_record(settings, batch, j, file, run_start, sampler, guidance_rescale)
         rec.update(init_image=settings.init_image, strength=settings.strength)
     if settings.lora:
         rec["lora"] = settings.lora
+    if settings.long_prompts:
+        rec["long_prompts"] = True
     return rec
 
 
@@ -134,6 +198,7 @@ def _first_free_index(folder, manifest_records):
 def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False, resume=False,
                   progress=True, log=print):
     """Generate every image of ``settings`` into ``output_path``; returns a summary dict."""
+    check_negative_file(settings)
     manifest = Manifest(output_path)
     done = manifest.read()
     if resume and done:
@@ -177,11 +242,12 @@ def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False,
                 bar.update(len(batch.indices))
             continue
         latents = None if init_latents is None else init_latents[:len(batch.prompts)]
-        result = pipe.generate(batch.prompts, negative_prompt=settings.negative_prompt, width=settings.width,
+        result = pipe.generate(batch.prompts, negative_prompt=batch.negatives, width=settings.width,
                                height=settings.height, steps=settings.steps, sampler=sampler,
                                scale=settings.scale, guidance_rescale=guidance_rescale,
                                seeds=batch.seeds, latents=latents, init_image=init_image,
-                               strength=settings.strength, intermediates_every=settings.save_intermediates)
+                               strength=settings.strength, intermediates_every=settings.save_intermediates,
+                               long_prompts=settings.long_prompts)
         for j in range(len(batch.prompts)):
             if not skip_save and j in todo:
                 save_png_atomic(result.images[j], os.path.join(output_path, files[j]))
@@ -201,7 +267,7 @@ def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False,
     summary = dict(written=written, skipped=skipped, output_path=output_path)
     if not skip_grid and grid_images:
         grid_path = os.path.join(output_path, f"grid-{run_start:05d}.png")
-        save_png_atomic(make_grid(np.stack(grid_images), settings.n_samples), grid_path)
+        save_png_atomic(make_grid(np.stack(grid_images), settings.n_rows or settings.n_samples), grid_path)
         summary["grid"] = grid_path
     if not skip_save:
         summary["manifest"] = manifest.path

@@ -35,10 +35,10 @@ echo "== v-prediction fine-tune ($STEPS steps) -> $OUT/train"
     --ckpt_save_interval "$STEPS" --pretrained_model_path "$BASE_CKPT"
 CKPT=$(ls -t "$OUT"/train/ckpt/sd-*.ckpt | head -n 1)
 
-echo "== DPM-Solver samples for the test prompts -> $OUT/samples"
+echo "== DPM-Solver++ 2M samples, one per test prompt -> $OUT/samples"
 "$PY" text_to_image.py --config configs/tiny-shapes-v2-vpred.yaml --ckpt_path "$CKPT" \
-    --data_path datasets/shapes/test_prompts.txt --W 32 --H 32 --dpm_solver --sampling_steps 15 \
-    --scale "$SCALE" --seed 42 --n_samples 8 --output_path "$OUT/samples"
+    --data_path datasets/shapes/test_prompts.txt --pack_prompts --n_iter 1 --n_samples 8 --W 32 --H 32 \
+    --sampler dpm_solver --sampling_steps 15 --scale "$SCALE" --seed 42 --output_path "$OUT/samples"
 
 echo "== prompt following (colour, shape, position, background of the drawn shape vs its caption)"
 "$PY" scripts/score_shapes.py --output_path "$OUT/samples" --json_out "$OUT/prompt_following.json" \

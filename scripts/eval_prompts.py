@@ -3,7 +3,7 @@
     python scripts/eval_prompts.py --data_path test_prompts.txt --real_dir data/test_images \\
         --config configs/v2-vpred-inference.yaml --ckpt_path models/sd_v2_768_v-e12e3a9b.ckpt \\
         --output_path out/eval --fid_ckpt models/pt_inception-2015-12-05-6726825d.pth \\
-        --clip_checkpoint models/clip-vit-base-patch16 --kid -- --dpm_solver --sampling_steps 15 --scale 9
+        --clip_checkpoint models/clip-vit-base-patch16 --kid -- --dpm_solver --sampling_steps 15 --scale 9 --W 768 --H 768
 
 Everything after ``--`` (and any flag this script does not know) goes to text_to_image.py unchanged.
 Images and text_to_image.py's manifest land in --output_path; the results table is written there
@@ -31,7 +31,8 @@ def build_parser():
     g.add_argument("--config", default=None, help="model YAML passed to text_to_image.py")
     g.add_argument("--ckpt_path", default=None, help="model checkpoint passed to text_to_image.py")
     g.add_argument("--output_path", required=True, help="run folder: samples/, manifest, results.md/json")
-    g.add_argument("--n_samples", type=int, default=1, help="batch size passed to text_to_image.py")
+    g.add_argument("--n_samples", type=int, default=1,
+                   help="batch size passed to text_to_image.py (different prompts a batch, one image per prompt)")
     g.add_argument("--skip_generate", action="store_true", help="evaluate the images already in --output_path")
     g = p.add_argument_group("evaluation")
     g.add_argument("--real_dir", default=None, help="real test images for FID/KID (omit to skip FID)")
@@ -50,8 +51,10 @@ def build_parser():
 
 
 def generate(args, passthrough):
+    # one image per prompt, prompts packed n_samples a batch (text_to_image.py's MindONE default would
+    # make n_iter x n_samples copies of every prompt); a passed-through --n_iter still wins
     cmd = [sys.executable, os.path.join(REPO, "text_to_image.py"), "--data_path", args.data_path,
-           "--output_path", args.output_path, "--n_samples", str(args.n_samples)]
+           "--output_path", args.output_path, "--n_samples", str(args.n_samples), "--pack_prompts", "--n_iter", "1"]
     if args.config:
         cmd += ["--config", args.config]
     if args.ckpt_path:

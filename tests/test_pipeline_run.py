@@ -15,7 +15,8 @@ from ldm.io.images import make_grid, save_png_atomic, to_uint8
 from ldm.io.manifest import Manifest
 from ldm.io.prompts import check_prompt_file, iter_batches, iter_prompt_file
 from ldm.pipeline import GenerationResult, initial_noise
-from ldm.pipeline_run import RunSettings, plan_batches, run_to_folder
+from ldm.pipeline_run import (RunSettings, check_negative_file, count_images, plan_batches, prompt_pairs,
+                              run_to_folder)
 
 
 class StandInPipeline:
@@ -54,12 +55,69 @@ def settings(tmp_path, **kw):
 
 
 def test_plan_batches_prompt_file_n_iter_and_seeds(tmp_path):
-    path = write_prompts(tmp_path / "p.txt", 5)
+    """MindONE's order: each prompt line fills its own batches, n_iter of them in a row."""
+    path = write_prompts(tmp_path / "p.txt", 3)
     batches = list(plan_batches(settings(tmp_path, data_path=path, n_samples=2, n_iter=2)))
+    assert [b.prompts for b in batches] == [[f"prompt number {i}"] * 2 for i in (0, 0, 1, 1, 2, 2)]
+    assert [i for b in batches for i in b.indices] == list(range(12))
+    assert [s for b in batches for s in b.seeds] == [7 + i for i in range(12)]
+    assert count_images(settings(tmp_path, data_path=path, n_samples=2, n_iter=2)) == 12
+
+
+def test_plan_batches_packed_prompt_file(tmp_path):
+    """--pack_prompts: n_samples different prompts a batch, the file gone over n_iter times."""
+    path = write_prompts(tmp_path / "p.txt", 5)
+    run = settings(tmp_path, data_path=path, n_samples=2, n_iter=2, pack_prompts=True)
+    batches = list(plan_batches(run))
     assert [len(b.prompts) for b in batches] == [2, 2, 1, 2, 2, 1]
     assert [i for b in batches for i in b.indices] == list(range(10))
     assert [s for b in batches for s in b.seeds] == [7 + i for i in range(10)]
     assert batches[3].prompts == ["prompt number 0", "prompt number 1"]
+    assert count_images(run) == 10
+
+
+def test_negative_prompt_file_pairs_by_line_and_pads_blank(tmp_path):
+    """Negative line i goes with prompt line i (a blank prompt line takes its negative along);
+    prompt lines past the end of the negative file get the blank negative, as MindONE pads."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n\na dog\na cow\n")
+    negatives = tmp_path / "n.txt"
+    negatives.write_text("blurry\nfor the blank line\n\n")
+    run = settings(tmp_path, data_path=str(prompts), negative_data_path=str(negatives), negative_prompt="unused",
+                   n_samples=2, pack_prompts=True)
+    assert list(prompt_pairs(run)) == [("a cat", "blurry"), ("a dog", ""), ("a cow", "")]
+    batches = list(plan_batches(run))
+    assert [b.negatives for b in batches] == [["blurry", ""], [""]]
+    check_negative_file(run)
+    negatives.write_text("1\n2\n3\n4\n5\n")
+    with pytest.raises(UserError, match="5 negative prompt lines for 4 prompt line"):
+        check_negative_file(run)
+    # without a file, --negative_prompt goes with every prompt; a single --prompt takes the file's first line
+    assert [n for _, n in prompt_pairs(settings(tmp_path, data_path=str(prompts), negative_prompt="x"))] == ["x"] * 3
+    negatives.write_text("ugly\n")
+    single = settings(tmp_path, prompt="a cat", negative_data_path=str(negatives), n_samples=3)
+    assert [b.negatives for b in plan_batches(single)] == [["ugly"] * 3]
+    negatives.write_text("1\n2\n3\n4\n")
+    pipe = StandInPipeline()
+    out = tmp_path / "out"
+    run_to_folder(pipe, run, str(out), progress=False, log=lambda m: None)
+    assert [c["negative_prompt"] for c in pipe.calls] == [["1", "3"], ["4"]]
+    records = [json.loads(line) for line in open(out / "manifest.jsonl", encoding="utf-8")]
+    assert [r["negative_prompt"] for r in records] == ["1", "3", "4"]
+
+
+def test_grid_columns_follow_n_rows(tmp_path):
+    """MindONE's --n_rows is the grid's images per row (torchvision's nrow); 0 means n_samples."""
+    from PIL import Image
+    sizes = {}
+    for n_rows in (0, 1, 3):
+        out = tmp_path / f"out{n_rows}"
+        summary = run_to_folder(StandInPipeline(), settings(tmp_path, prompt="x", n_samples=2, n_iter=3,
+                                                            n_rows=n_rows), str(out), progress=False,
+                                log=lambda m: None, skip_save=True)
+        sizes[n_rows] = Image.open(summary["grid"]).size
+    cell = 16 + 2
+    assert sizes == {0: (2 * cell + 2, 3 * cell + 2), 1: (cell + 2, 6 * cell + 2), 3: (3 * cell + 2, 2 * cell + 2)}
 
 
 def test_plan_batches_single_prompt_and_fixed_code(tmp_path):
@@ -76,7 +134,7 @@ def test_prompt_file_is_streamed(tmp_path):
     assert sum(1 for _ in iter_batches(iter_prompt_file(path), 64)) == (10_000 + 63) // 64
     pipe = StandInPipeline()
     out = tmp_path / "out"
-    run_to_folder(pipe, settings(tmp_path, data_path=path, n_samples=500, width=8, height=8), str(out),
+    run_to_folder(pipe, settings(tmp_path, data_path=path, n_samples=500, width=8, height=8, pack_prompts=True), str(out),
                   skip_save=True, skip_grid=True, progress=False, log=lambda m: None)
     assert len(pipe.calls) == 20 and pipe.calls[-1]["prompts"][-1] == "prompt number 9999"
     assert not os.listdir(out / "samples")
@@ -94,7 +152,8 @@ def test_bad_prompt_files(tmp_path):
 def test_layout_manifest_and_grid(tmp_path):
     path = write_prompts(tmp_path / "p.txt", 3)
     out = tmp_path / "out"
-    summary = run_to_folder(StandInPipeline(), settings(tmp_path, data_path=path, n_samples=2, n_iter=1),
+    summary = run_to_folder(StandInPipeline(), settings(tmp_path, data_path=path, n_samples=2, n_iter=1,
+                                                                  pack_prompts=True),
                             str(out), progress=False, log=lambda m: None)
     assert sorted(os.listdir(out / "samples")) == ["00000.png", "00001.png", "00002.png"]
     records = [json.loads(line) for line in open(out / "manifest.jsonl", encoding="utf-8")]
@@ -113,7 +172,7 @@ def test_layout_manifest_and_grid(tmp_path):
 def test_resume_skips_finished_images_and_redoes_torn_ones(tmp_path):
     path = write_prompts(tmp_path / "p.txt", 5)
     out = str(tmp_path / "out")
-    run = settings(tmp_path, data_path=path, n_samples=2)
+    run = settings(tmp_path, data_path=path, n_samples=2, pack_prompts=True)
     run_to_folder(StandInPipeline(), run, out, progress=False, log=lambda m: None)
     original = {n: open(os.path.join(out, "samples", n), "rb").read() for n in os.listdir(os.path.join(out, "samples"))}
     # simulate a crash: image 3's manifest line torn, image 4 never written

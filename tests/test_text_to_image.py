@@ -31,7 +31,7 @@ def read_png(path):
 def model_args():
     config, ckpt = converted("sd2")
     return ["--config", config, "--ckpt_path", ckpt, "--W", "64", "--H", "64", "--sampling_steps", "3",
-            "--scale", "5", "--negative_prompt", "blurry"]
+            "--scale", "5", "--negative_prompt", "blurry", "--n_iter", "1"]
 
 
 @pytest.fixture
@@ -50,12 +50,13 @@ def run_here(pipe, args, **kw):
 
 @pytest.fixture(scope="module")
 def first_run(model_args, tmp_path_factory):
-    """The real CLI in a separate process: 4 prompts from a file in batches of 2 (every batch of these
-    tests has 2 images, so the shared pipeline compiles one set of graphs)."""
+    """The real CLI in a separate process: 4 prompts from a file packed in batches of 2 (every batch of
+    these tests has 2 images, so the shared pipeline compiles one set of graphs)."""
     base = tmp_path_factory.mktemp("t2i")
     prompts = base / "prompts.txt"
     prompts.write_text("a red cube on a table\n\na blue ball\na green tree\nsunset over the sea\n")
-    args = model_args + ["--data_path", str(prompts), "--n_samples", "2", "--dpm_solver", "--seed", "5"]
+    args = model_args + ["--data_path", str(prompts), "--pack_prompts", "--n_samples", "2", "--sampler", "dpm_solver",
+                         "--seed", "5"]
     out = str(base / "run1")
     proc = subprocess.run([sys.executable, os.path.join(REPO, "text_to_image.py")] + args + ["--output_path", out],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
@@ -145,7 +146,7 @@ def test_config_checkpoint_mismatch_is_one_line(tmp_path):
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run([sys.executable, os.path.join(REPO, "text_to_image.py"), "--config", str(wrong),
-                           "--ckpt_path", ckpt, "--W", "64", "--H", "64", "--output_path",
+                           "--ckpt_path", ckpt, "--W", "64", "--H", "64", "--sampler", "ddim", "--output_path",
                            str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode != 0
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]

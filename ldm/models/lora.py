@@ -26,6 +26,8 @@ UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "to_out")
 TEXT_TARGETS = ("in_proj", "out_proj", "q_proj", "k_proj", "v_proj")
 DOWN, UP = "lora_down.weight", "lora_up.weight"
 ALPHA_KEY = "lora_meta.alpha"
+RANK_KEY = "lora_rank"                      # MindONE's LoRA files record their rank under this name
+UNET_PREFIX, TEXT_PREFIX = "model.diffusion_model.", "cond_stage_model."
 _LORA_CLASSES = {}
 
 
@@ -125,10 +127,12 @@ def save_lora(model, path):
     return atomic_save(entries, path)
 
 
-def load_lora(model, path, scale=1.0):
+def load_lora(model, path, scale=1.0, prefixes=None):
     """Inject (if needed) and load a LoRA file into ``model``; ``scale`` multiplies alpha/rank.
 
     Every adapter in the file must find its layer (by the layer's weight name), else CheckpointError.
+    ``prefixes``: load only the adapters whose names start with one of them (e.g. ``UNET_PREFIX``,
+    as MindONE's --lora_ft_unet / --lora_ft_text_encoder choose); None loads all.
     """
     from ldm.io.ms_checkpoint import read_checkpoint
     arrays = read_checkpoint(path)
@@ -136,6 +140,10 @@ def load_lora(model, path, scale=1.0):
     downs = {k[:-len(DOWN)]: v for k, v in arrays.items() if k.endswith(DOWN)}
     if not downs:
         raise CheckpointError(f"{path} holds no LoRA weights (*.{DOWN})")
+    if prefixes is not None:
+        downs = {k: v for k, v in downs.items() if k.startswith(tuple(prefixes))}
+        if not downs:
+            raise CheckpointError(f"{path} holds no LoRA weights under {', '.join(prefixes)}")
     cells = {}
     for _, cell in model.cells_and_names():
         weight = getattr(cell, "weight", None)
@@ -158,6 +166,20 @@ def load_lora(model, path, scale=1.0):
         cell.lora_alpha = alpha
         cell.lora_scale = alpha / rank * float(scale)
     return len(downs)
+
+
+def lora_file_summary(path):
+    """What a LoRA file holds, read without a model: {"rank": adapters' rank (None if they disagree),
+    "recorded_rank": the file's ``lora_rank`` entry or None, "unet": count, "text_encoder": count}."""
+    from ldm.io.ms_checkpoint import read_checkpoint
+    arrays = read_checkpoint(path)
+    downs = {k: v for k, v in arrays.items() if k.endswith(DOWN)}
+    ranks = {int(v.shape[0]) for v in downs.values()}
+    recorded = arrays.get(RANK_KEY)
+    return {"rank": ranks.pop() if len(ranks) == 1 else None,
+            "recorded_rank": None if recorded is None else int(np.asarray(recorded).reshape(-1)[0]),
+            "unet": sum(k.startswith(UNET_PREFIX) for k in downs),
+            "text_encoder": sum(k.startswith(TEXT_PREFIX) for k in downs)}
 
 
 def merge_lora(model):
