@@ -16,8 +16,10 @@ STD = np.array([0.8, 1.0, 0.6, 1.2]).reshape(1, 4, 1, 1)
 
 
 def test_registry_names_and_defaults():
-    assert set(SAMPLER_NAMES) == {"ddpm", "ddim", "plms", "dpm_solver", "dpm_solver_3m", "dpm_solver_sde",
-                                  "dpm_solver_single", "uni_pc", "euler", "euler_a", "heun", "lms"}
+    assert {"mindone_ddim", "mindone_plms"} <= set(SAMPLER_NAMES)
+    diffusers_family = {n for n in SAMPLER_NAMES if not n.startswith("mindone_")}
+    assert diffusers_family == {"ddpm", "ddim", "plms", "dpm_solver", "dpm_solver_3m", "dpm_solver_sde",
+                                "dpm_solver_single", "uni_pc", "euler", "euler_a", "heun", "lms"}
     for name in ("ddpm", "ddim", "plms"):
         s = get_sampler(name)
         assert s.timestep_spacing == "leading" and s.steps_offset == 1

@@ -5,6 +5,7 @@ Defaults reproduce the diffusers scheduler of the same family built with Stable 
 and the scheduler's own defaults. Everything can be overridden by keyword, e.g.
 ``get_sampler("uni_pc", prediction_type="v", timestep_spacing="trailing", rescale_zero_snr=True)``.
 """
+from ldm.diffusion.compvis import CompVisDDIMSampler, CompVisPLMSSampler
 from ldm.diffusion.ddim import DDIMSampler
 from ldm.diffusion.ddpm import DDPMSampler
 from ldm.diffusion.dpm_solver import DPMSolverMultistepSampler, DPMSolverSinglestepSampler
@@ -26,6 +27,8 @@ SAMPLERS = {
     "euler_a": (EulerAncestralSampler, {}),
     "heun": (HeunSampler, {}),
     "lms": (LMSSampler, {}),
+    "mindone_ddim": (CompVisDDIMSampler, {}),
+    "mindone_plms": (CompVisPLMSSampler, {}),
 }
 SAMPLER_NAMES = tuple(SAMPLERS)
 
