@@ -121,7 +121,14 @@ def timestep_embedding(timesteps, dim, max_period=10000):
 
 
 def set_compute_dtype(cell, dtype):
-    """Run every Conv2d/Dense inside ``cell`` in ``dtype`` (fp16 on Ascend); norms stay fp32 by design."""
+    """Run every Conv2d/Dense inside ``cell`` in ``dtype``; norms and softmax stay fp32 by design.
+
+    Every other op then sees fp16 activations. On MindSpore 2.8 CPU (PyNative, 2026-12-01; a missing
+    kernel dtype raises "Unsupported data type" there) all ops of the UNet have fp16 kernels, forward and
+    backward: MatMul, BatchMatMul, Conv2D (stride 1 and 2), BiasAdd, Sigmoid, Erf, Softmax, Concat,
+    BroadcastTo, Transpose, Split, Cos/Sin, Exp; so no op is held in fp32 for want of a kernel. None of
+    MatMul, BatchMatMul, Conv2D, Sigmoid, Erf, Softmax, Exp has a bf16 CPU kernel.
+    """
     if dtype == ms.float32:
         return cell
     for _, sub in cell.cells_and_names():

@@ -164,7 +164,13 @@ class UNetModel(nn.Cell):
                                       WrappedConv2d(model_channels, out_channels, 3, padding=1, zero_init=True)])
         if recompute:
             self.set_recompute()
-        set_compute_dtype(self, self.dtype)
+        self.set_compute_dtype(self.dtype)
+
+    def set_compute_dtype(self, dtype):
+        """fp16 (or bf16) convs and matmuls from here on; GroupNorm, LayerNorm, softmax (and q.k^T with
+        upcast_attention) stay fp32 inside their cells. Training's amp_level calls this after construction."""
+        self.dtype = dtype
+        set_compute_dtype(self, dtype)
 
     def set_recompute(self):
         """Gradient checkpointing: recompute ResBlocks and transformers during backward instead of storing them."""

@@ -23,6 +23,7 @@ from ldm.train.ema import EMA
 from ldm.train.logging import MetricsLog
 from ldm.train.lr_schedule import build_lr_schedule
 from ldm.train.optim import build_optimizer
+from ldm.train.precision import apply_precision
 from ldm.train.trainer import DiffusionObjective, ObjectiveInputs, TrainStep, timestep_terms
 from ldm.train.validation import write_validation_images
 from ldm.util import load_config, model_params, model_section, part_params
@@ -120,18 +121,6 @@ def select_trainable(cfg, model):
     for p in params:
         p.requires_grad = True
     return params
-
-
-def apply_precision(cfg, model):
-    """Mixed precision on Ascend/GPU; CPU trains in fp32. Returns the dynamic loss scaler or None."""
-    if cfg.amp_level == "O0":
-        return None
-    if device_is_cpu():
-        _log.warning("amp_level %s ignored on CPU: training in fp32", cfg.amp_level)
-        return None
-    dtype = ms.float16 if cfg.amp_dtype == "fp16" else ms.bfloat16
-    ms.amp.auto_mixed_precision(model.diffusion_model, cfg.amp_level, dtype=dtype)
-    return ms.amp.DynamicLossScaler(cfg.init_loss_scale, int(cfg.loss_scale_factor), cfg.scale_window)
 
 
 # ---------------------------------------------------------------- the run
