@@ -15,10 +15,10 @@ prompt per pass: what an evaluation over a test-prompt file wants). Negative pro
 ``negative_data_path`` line by line (line i for prompt line i, blank for lines past its end, as
 MindONE pads with blank prompts), else ``negative_prompt`` for every prompt.
 
-Images are numbered across the run in that order. A run in a folder that
-already has images continues the numbering after them (as MindONE does), so nothing is overwritten;
-``resume=True`` instead re-plans the last run recorded in the manifest and skips every image whose
-PNG and manifest line are both present.
+Images are numbered across the run in that order. A run in a folder that already has images
+continues the numbering after them (as MindONE does), so nothing is overwritten; ``resume=True``
+instead re-plans the last run recorded in the manifest and skips every image whose PNG and manifest
+line are both present.
 """
 import dataclasses
 import os

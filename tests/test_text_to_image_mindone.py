@@ -139,6 +139,19 @@ def test_mindone_sampler_switches_pick_mindone_samplers(files):
         assert parse(files, extra)[1].sampler == name, extra
 
 
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    from ldm.pipeline import Text2ImagePipeline
+    return Text2ImagePipeline.from_config(TINY_CONFIG, TINY_CKPT)
+
+
+def test_ddim_eta_reaches_the_ddim_family_only(tiny_pipe):
+    """MindONE hands --ddim_eta to every sampler; the DDIM-family ones use it, DPM-Solver has none."""
+    assert tiny_pipe.make_sampler("mindone_ddim", eta=0.5).config["eta"] == 0.5
+    assert tiny_pipe.make_sampler("ddim", eta=0.5).config["eta"] == 0.5
+    assert "eta" not in tiny_pipe.make_sampler("mindone_dpm_solver_pp", eta=0.5).config
+
+
 # ---------------------------------------------------------------- long prompts
 def test_long_prompt_chunking_rule():
     """75 ids per chunk while at least 75 remain, then the rest padded; empty chunks fill the batch."""
@@ -162,12 +175,6 @@ def test_long_prompt_chunking_rule():
     empty = tok([""])[0].tolist()
     assert ids[1, 1].tolist() == empty and ids[1, 2].tolist() == empty and ids[0, 2].tolist() == empty
     assert neg[0, 0].tolist() == tok(["blurry"])[0].tolist() and neg[0, 1].tolist() == empty
-
-
-@pytest.fixture(scope="module")
-def tiny_pipe():
-    from ldm.pipeline import Text2ImagePipeline
-    return Text2ImagePipeline.from_config(TINY_CONFIG, TINY_CKPT)
 
 
 def words_text(tok, n, words):
@@ -198,16 +205,37 @@ def test_long_prompt_conditioning_is_the_separately_encoded_chunks(tiny_pipe):
     np.testing.assert_allclose(short, tiny_pipe.encode_prompts(["a cat"], ["blurry"]).asnumpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_long_prompt_changes_the_picture_only_past_77_tokens(tiny_pipe):
+    """Without --support_long_prompts the words past 77 tokens are cut away; with it they count."""
     kw = dict(width=32, height=32, steps=2, sampler="ddim", scale=4.0, seed=3, negative_prompt="")
     tok = tiny_pipe.model.cond_stage_model.tokenizer
     head = words_text(tok, 75, ["red", "circle", "on", "white", "left"])
     tail = words_text(tok, 60, ["blue", "square", "black", "right", "top", "big"])
     cut = tiny_pipe(head + " " + tail, **kw)
-    assert np.array_equal(tiny_pipe(head + " " + tail + " green", **kw), cut)       # past 77: cut away
+    assert np.array_equal(tiny_pipe(head + " " + tail + " green", **kw), cut)
     long_ = tiny_pipe(head + " " + tail, long_prompts=True, **kw)
     assert np.abs(long_.astype(int) - cut).mean() > 0.5
-    assert np.array_equal(tiny_pipe("a red circle", long_prompts=True, **kw), tiny_pipe("a red circle", **kw))
+
+
+def test_lora_parts_load_only_the_chosen_adapters(tmp_path):
+    """--lora_ft_unet / --lora_ft_text_encoder: a file with both kinds loads only the chosen kind."""
+    from ldm.convert.checkpoint import load_model
+    from ldm.errors import CheckpointError
+    from ldm.models.lora import TEXT_PREFIX, UNET_PREFIX, inject_lora, load_lora, lora_file_summary, lora_layers
+    from ldm.models.lora import save_lora
+    model = load_model(TINY_CONFIG, TINY_CKPT)
+    n_unet = len(inject_lora(model.model, rank=2)) // 2
+    n_text = len(inject_lora(model.cond_stage_model, rank=2, text_encoder=True)) // 2
+    path = save_lora(model, str(tmp_path / "both.ckpt"))
+    assert lora_file_summary(path) == {"rank": 2, "recorded_rank": None, "unet": n_unet, "text_encoder": n_text}
+    for prefixes, unet, text in (((UNET_PREFIX,), n_unet, 0), ((TEXT_PREFIX,), 0, n_text),
+                                 ((UNET_PREFIX, TEXT_PREFIX), n_unet, n_text)):
+        fresh = load_model(TINY_CONFIG, TINY_CKPT)
+        assert load_lora(fresh, path, prefixes=prefixes) == unet + text
+        assert (len(lora_layers(fresh.model)), len(lora_layers(fresh.cond_stage_model))) == (unet, text)
+    with pytest.raises(CheckpointError, match="no LoRA weights under first_stage_model."):
+        load_lora(load_model(TINY_CONFIG, TINY_CKPT), path, prefixes=("first_stage_model.",))
 
 
 # ---------------------------------------------------------------- the real CLI, MindONE command lines
@@ -234,8 +262,9 @@ def test_mindone_command_line_end_to_end(tmp_path, tiny_lora):
     """-v, a prompt file with a long prompt, a shorter negative file, long-prompt support, LoRA flags,
     n_rows, log level and the off-switches of watermark/safety, as MindONE spells them."""
     prompts = tmp_path / "prompts.txt"
-    long_prompt = " ".join(f"red circle number {i}," for i in range(20))         # 100 ids: 2 chunks
-    prompts.write_text(f"{long_prompt}\na blue square\n")
+    long_prompt = " ".join(f"red circle number {i}," for i in range(20))         # > 100 ids: 2 chunks
+    other = "a blue square, " + " ".join(["on black"] * 40)                      # 2 chunks too: one UNet shape
+    prompts.write_text(f"{long_prompt}\n{other}\n")
     negatives = tmp_path / "negatives.txt"
     negatives.write_text("blurry\n")
     out = tmp_path / "out"
@@ -249,7 +278,7 @@ def test_mindone_command_line_end_to_end(tmp_path, tiny_lora):
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in open(out / "manifest.jsonl", encoding="utf-8")]
     assert [(r["prompt"], r["negative_prompt"]) for r in records] == \
-        [(long_prompt, "blurry")] * 2 + [("a blue square", "")] * 2
+        [(long_prompt, "blurry")] * 2 + [(other, "")] * 2
     assert all(r["long_prompts"] and r["lora"] == tiny_lora and r["steps"] == 2 and r["scale"] == 9.0
                for r in records)
     grid = Image.open(out / "grid-00000.png")
