@@ -9,9 +9,11 @@ from ldm.diffusion.compvis import CompVisDDIMSampler, CompVisPLMSSampler
 from ldm.diffusion.ddim import DDIMSampler
 from ldm.diffusion.ddpm import DDPMSampler
 from ldm.diffusion.dpm_solver import DPMSolverMultistepSampler, DPMSolverSinglestepSampler
+from ldm.diffusion.dpm_solver_vp import VPDPMSolverSampler
 from ldm.diffusion.k_samplers import EulerAncestralSampler, EulerSampler, HeunSampler, LMSSampler
 from ldm.diffusion.pndm import PLMSSampler
 from ldm.diffusion.unipc import UniPCSampler
+from ldm.diffusion.unipc_vp import VPUniPCSampler
 
 # name -> (class, preset options)
 SAMPLERS = {
@@ -27,6 +29,10 @@ SAMPLERS = {
     "euler_a": (EulerAncestralSampler, {}),
     "heun": (HeunSampler, {}),
     "lms": (LMSSampler, {}),
+    # the original continuous-time DPM-Solver / UniPC code MindONE runs (--dpm_solver, default, --uni_pc)
+    "mindone_dpm_solver": (VPDPMSolverSampler, {"algorithm_type": "dpmsolver"}),
+    "mindone_dpm_solver_pp": (VPDPMSolverSampler, {"algorithm_type": "dpmsolver++"}),
+    "mindone_uni_pc": (VPUniPCSampler, {}),
     "mindone_ddim": (CompVisDDIMSampler, {}),
     "mindone_plms": (CompVisPLMSSampler, {}),
 }
