@@ -50,7 +50,7 @@ def test_text_to_image_without_config_uses_the_recorded_spec(zero_snr_run):
     out = root / "samples"
     proc = _python("text_to_image.py", ["--ckpt_path", str(ckpt), "--prompt", "a red circle", "--W", "32",
                                         "--H", "32", "--sampling_steps", "2", "--n_iter", "1", "--n_samples", "1",
-                                        "--ddim", "--output_path", str(out)], root)
+                                        "--sampler", "ddim", "--output_path", str(out)], root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads(open(out / "manifest.jsonl", encoding="utf-8").readline())
     assert record["config"] == str(ckpt.parent / "model_config.yaml")
