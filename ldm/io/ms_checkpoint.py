@@ -1,6 +1,6 @@
 """MindSpore ``.ckpt`` files written atomically (temp file in the same folder, then ``os.replace``), read
-back as numpy, and copied into Parameters. Below both training and the pipeline: LoRA files, training
-checkpoints and resume files all go through here.
+back as numpy (by the pure-Python parser :mod:`ldm.io.ckpt_proto`), and copied into Parameters. Below
+both training and the pipeline: LoRA files, training checkpoints and resume files all go through here.
 """
 import os
 
@@ -9,6 +9,7 @@ from mindspore import Tensor
 
 from ldm.errors import CheckpointError
 from ldm.io.atomic import atomic_path
+from ldm.io.ckpt_proto import read_ckpt
 
 
 def atomic_save(params, path, append_dict=None):
@@ -22,14 +23,13 @@ def atomic_save(params, path, append_dict=None):
 
 
 def read_checkpoint(path):
-    """A MindSpore .ckpt -> dict name -> numpy array."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        loaded = ms.load_checkpoint(path)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
-    return {k: v.asnumpy() for k, v in loaded.items() if not isinstance(v, str)}
+    """A MindSpore .ckpt -> dict name -> numpy array (text entries of the append dict left out).
+
+    Parsed in pure Python with strict bounds (:mod:`ldm.io.ckpt_proto`), not by
+    ``mindspore.load_checkpoint``, whose C++ side can crash on a corrupt file: a bad file is one
+    CheckpointError line.
+    """
+    return {k: v for k, v in read_ckpt(path).items() if not isinstance(v, str)}
 
 
 def assign_arrays(params, arrays, path, strict=True):
