@@ -14,7 +14,7 @@ MINDONE_FLAGS = ("--prompt", "--data_path", "--negative_prompt", "--config", "--
                  "--dpm_solver", "--uni_pc", "--lora_ckpt_path", "--lora_scale", "--ms_mode", "--device_target",
                  "--negative_data_path", "--support_long_prompts", "--use_lora", "--lora_rank", "--lora_ft_unet",
                  "--lora_ft_text_encoder", "--ti_ckpt_path", "--n_rows", "--log_level", "--from-file",
-                 "--add_watermark", "--check_safety", "--clip_ckpt_path", "--safety_version", "-v")
+                 "--add_watermark", "--check_safety", "--clip_ckpt_path", "--safety_version", "-v VERSION")
 OUR_FLAGS = ("--sampler", "--timestep_spacing", "--rescale_zero_snr", "--guidance_rescale", "--init_latents",
              "--save_intermediates", "--init_image", "--strength", "--resume", "--pack_prompts")
 
