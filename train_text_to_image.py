@@ -5,7 +5,8 @@
         --pretrained_model_path models/sd_v2_768_v.ckpt --data_path datasets/pokemon/train
     bash scripts/run_train_distributed.sh msrun 2 -c RECIPE.yaml    # data-parallel
 
-Every key of the recipe YAML is also a flag (flags win); run with -h for the list.
+Every key of the recipe YAML is also a flag (flags win); run with -h for the list. MindONE's
+train_text_to_image.py flags and its configs/train/*.yaml recipes are accepted unchanged (--mode 0/1 included).
 """
 import logging
 import os
@@ -15,7 +16,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ldm.errors import run_cli  # noqa: E402
-from ldm.train.config import parse_config  # noqa: E402
+from ldm.train.config import log_level_value, parse_config  # noqa: E402
 
 
 def validation_sampler(cfg):
@@ -28,7 +29,7 @@ def validation_sampler(cfg):
 
 def main(argv=None):
     cfg = parse_config(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level_value(cfg.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ldm.train.loop import train
     summary = train(cfg, make_sampler=validation_sampler(cfg))
     logging.getLogger("ldm.train").info("done: %d steps, last loss %.5f, outputs in %s",

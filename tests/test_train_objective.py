@@ -181,8 +181,11 @@ def test_shipped_recipes_parse():
                if name.endswith(".yaml")}
     assert {"train_config_vanilla_v2_vpred.yaml", "train_config_vanilla_v2.yaml", "train_config_lora_v2_vpred.yaml",
             "train_config_tiny_vpred.yaml"} <= set(recipes)
-    assert recipes["train_config_vanilla_v2_vpred.yaml"]["prediction_type"] == "v"
-    assert recipes["train_config_vanilla_v2_vpred.yaml"]["image_size"] == 768
+    # MindONE's own v-pred recipe (shipped unchanged) gets "v" from its model config, as in MindONE
+    vpred = recipes["train_config_vanilla_v2_vpred.yaml"]
+    from ldm.util import load_config, model_section
+    assert model_section(load_config(os.path.join(REPO, vpred["model_config"])))["prediction_type"] == "v"
+    assert vpred["image_size"] == 768
     assert recipes["train_config_vanilla_v2.yaml"]["prediction_type"] == "eps"
     assert recipes["train_config_vanilla_v2.yaml"]["image_size"] == 512
     assert recipes["train_config_lora_v2_vpred.yaml"]["use_lora"] is True

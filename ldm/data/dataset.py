@@ -5,6 +5,11 @@ dropout, timestep, noise) comes from a generator seeded by ``(seed, epoch, sampl
 data a sample contributes does not depend on the batch size, the number of ranks, or where a run was
 resumed: two ranks with batch B see exactly what one process with batch 2B sees, and a resumed run
 replays the same numbers as an uninterrupted one.
+
+Small and unreadable images follow MindONE's ``filter_small_size`` / ``image_filter_size`` /
+``replace_small_images`` (its ``ldm/data/dataset.py``): an image counts as small when its shorter side
+is below the threshold; each skipped one is counted (one warning), and with replacement the dataset
+is topped back up to the listed size with copies of kept records, in MindONE's order.
 """
 import csv
 import logging
@@ -76,10 +81,24 @@ def scan_folders(folders, min_size):
                 records.append(Record(path, text))
     if skipped:
         detail = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
-        _log.warning("skipped %d of %d images (%s)", sum(skipped.values()), total, detail)
+        small = f"; too small = shorter side < {min_size} px" if "too small" in skipped else ""
+        _log.warning("skipped %d of %d images (%s%s)", sum(skipped.values()), total, detail, small)
     if not records:
-        raise UserError(f"no usable images in {', '.join(folders)} ({total} listed in {CSV_NAME})")
+        hint = (f"; {skipped['too small']} have a shorter side < {min_size} px: lower image_filter_size or set "
+                f"filter_small_size False") if "too small" in skipped else ""
+        raise UserError(f"no usable images in {', '.join(folders)} ({total} listed in {CSV_NAME}{hint})")
     return records, skipped
+
+
+def replace_skipped(records, num_skipped):
+    """MindONE's replacement: for ``n`` skipped images append copies of kept records ``n, n-1, ..., 1``
+    (indices wrap around when fewer than ``n + 1`` images were kept, where MindONE would fail)."""
+    kept = list(records)
+    extra = [kept[k % len(kept)] for k in range(num_skipped, 0, -1)]
+    if extra:
+        _log.info("replaced %d skipped image(s) with copies of kept ones: %d samples per epoch",
+                  len(extra), len(kept) + len(extra))
+    return kept + extra
 
 
 def sample_rng(seed, epoch, index):
@@ -114,7 +133,10 @@ class ImageCaptionDataset:
     transformed example plus that sample's random draws for the diffusion loss."""
 
     def __init__(self, folders, image_size, random_crop=False, random_flip=False, min_size=0,
-                 drop_text_prob=0.0, seed=42):
+                 drop_text_prob=0.0, seed=42, filter_small=True, replace_skipped_images=False):
+        """``min_size``: shorter-side threshold (0 = image_size // 2) when ``filter_small``; without it
+        small images are kept (upscaled) and only unreadable ones are skipped.
+        ``replace_skipped_images``: MindONE's replace_small_images (see :func:`replace_skipped`)."""
         if isinstance(folders, str):
             folders = [folders]
         self.folders = list(folders)
@@ -123,7 +145,12 @@ class ImageCaptionDataset:
         self.random_flip = random_flip
         self.drop_text_prob = float(drop_text_prob)
         self.seed = int(seed)
-        self.records, self.skipped = scan_folders(self.folders, min_size or self.image_size // 2)
+        threshold = (min_size or self.image_size // 2) if filter_small else 0
+        self.records, self.skipped = scan_folders(self.folders, threshold)
+        kept = len(self.records)
+        if replace_skipped_images:
+            self.records = replace_skipped(self.records, sum(self.skipped.values()))
+        self.replaced = len(self.records) - kept
 
     def __len__(self):
         return len(self.records)

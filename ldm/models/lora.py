@@ -37,6 +37,10 @@ def _lora_class(base_cls):
         return base_cls
     if base_cls not in _LORA_CLASSES:
         def construct(self, x):
+            if self.lora_dtype is not None:
+                return _dense_in_dtype(self, x, self.lora_dtype)
+            if x.dtype != self.weight.dtype:   # cast by amp's to_float: the inherited construct would not cast W
+                return _dense_in_dtype(self, x, x.dtype)
             out = base_cls.construct(self, x)
             flat = x.reshape((-1, x.shape[-1]))
             delta = ops.matmul(ops.matmul(flat, self.lora_down.T), self.lora_up.T)
@@ -45,6 +49,19 @@ def _lora_class(base_cls):
         _LORA_CLASSES[base_cls] = type(f"LoRA{base_cls.__name__}", (base_cls,),
                                        {"construct": construct, "_is_lora": True, "_lora_base": base_cls})
     return _LORA_CLASSES[base_cls]
+
+
+def _dense_in_dtype(cell, x, dtype):
+    """MindONE's ``lora_fp16``: base projection and adapters computed in ``dtype`` from the fp32 weights,
+    the result returned in ``x``'s dtype. Written out (not ``to_float``): under ms.jit a cast cell's
+    inherited construct left its weight fp32 against fp16 inputs (MatMul type error, MindSpore 2.8 CPU)."""
+    flat = x.reshape((-1, x.shape[-1])).astype(dtype)
+    out = ops.matmul(flat, cell.weight.astype(dtype).T)
+    if cell.bias is not None:
+        out = out + cell.bias.astype(dtype)
+    out = out + cell.lora_scale * ops.matmul(ops.matmul(flat, cell.lora_down.astype(dtype).T),
+                                             cell.lora_up.astype(dtype).T)
+    return out.reshape(x.shape[:-1] + (out.shape[-1],)).astype(x.dtype)
 
 
 def _matches(name, targets):
@@ -76,6 +93,7 @@ def _attach(cell, rank, alpha, user_scale=1.0, seed=0):
     cell.lora_alpha = float(alpha)
     cell.lora_rank = int(rank)
     cell.lora_scale = float(alpha) / rank * float(user_scale)
+    cell.lora_dtype = None          # None: the layer's own dtype; ms.float16 for MindONE's lora_fp16
     cell.__class__ = _lora_class(type(cell))
     return [cell.lora_down, cell.lora_up]
 
@@ -193,7 +211,7 @@ def merge_lora(model):
         cell.__class__ = type(cell)._lora_base
         for attr in ("lora_down", "lora_up"):
             delattr(cell, attr)
-        for attr in ("lora_alpha", "lora_rank", "lora_scale"):
+        for attr in ("lora_alpha", "lora_rank", "lora_scale", "lora_dtype"):
             cell.__dict__.pop(attr, None)
     return len(layers)
 

@@ -1,8 +1,12 @@
 """Training recipe: one table of options that drives the YAML reader, the CLI flags and ``-h``.
 
 Every key of a train YAML is also a ``--flag``; values given on the command line win over the YAML,
-and a YAML key that is not in :data:`OPTIONS` is an error naming it. The keys of MindONE's
-``train_config_*.yaml`` recipes are accepted with their meaning (see ``help`` of each).
+and a YAML key that is not in :data:`OPTIONS` is an error naming it. Every flag of MindONE's
+``examples/stable_diffusion_v2/train_text_to_image.py`` (and so every key of its ``train_config_*.yaml``
+recipes) is accepted with MindONE's meaning and default, except where one of ours already means the
+same thing (see ``help`` of each; MindONE's ``mode`` combines with our ``jit``, see :func:`parse_config`).
+Relative ``train_config`` / ``model_config`` paths that do not exist from the working directory are
+looked up from the repository root, as MindONE resolves them from its script folder.
 """
 import argparse
 import os
@@ -58,6 +62,27 @@ def prediction_type_name(value):
     return normalize_prediction_type(value) if str(value).strip() else ""
 
 
+def log_level_name(value):
+    """MindONE's ``logging.INFO`` spelling, or INFO / info / 20: returns the level name (``INFO``)."""
+    import logging
+    text = str(value).strip()
+    if text.lower().startswith("logging."):
+        text = text[len("logging."):]
+    if text.lstrip("-").isdigit():
+        name = logging.getLevelName(int(text))
+        if name.startswith("Level "):
+            raise ValueError("unknown log level number")
+        return name
+    if text.upper() not in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"):
+        raise ValueError("use logging.DEBUG, logging.INFO, logging.WARNING or logging.ERROR")
+    return "WARNING" if text.upper() == "WARN" else text.upper()
+
+
+def log_level_value(name):
+    import logging
+    return logging.getLevelName(log_level_name(name))
+
+
 def str_or_false(value):
     """``resume``: False/True, or a path to a train_resume.ckpt."""
     if isinstance(value, bool):
@@ -80,7 +105,15 @@ OPTIONS = {
     "image_size": (int, 512, "training resolution (square): resize shortest side, then crop"),
     "random_crop": (str2bool, False, "random crop instead of center crop"),
     "random_flip": (str2bool, False, "random horizontal flip"),
-    "min_image_size": (int, 0, "skip images whose shorter side is below this (0 = image_size // 2)"),
+    "min_image_size": (int, 0, "skip images whose shorter side is below this (0 = image_size // 2); "
+                               "image_filter_size (MindONE's name) wins when set"),
+    "filter_small_size": (str2bool, True, "MindONE: skip images whose shorter side is below image_filter_size "
+                                          "(False: keep them, upscaled; unreadable files are skipped anyway)"),
+    "image_filter_size": (int, 0, "MindONE: the shorter-side threshold of filter_small_size "
+                                  "(0 = min_image_size's rule, image_size // 2, which is MindONE's 256 at 512 px)"),
+    "replace_small_images": (str2bool, True, "MindONE: fill the slots of skipped images with copies of kept ones "
+                                             "(MindONE's order: kept images n, n-1, ..., 1 for n skipped), so an "
+                                             "epoch keeps the listed number of samples"),
     "drop_text_prob": (float, 0.1, "probability of replacing a caption by the empty prompt (for CFG)"),
     "cache_latents": (str2bool, False, "encode every image/caption once with the frozen VAE/text encoder and "
                                        "train on the cache (no crop/flip randomness after the first pass)"),
@@ -125,12 +158,20 @@ OPTIONS = {
     "lora_alpha": (float, 0.0, "LoRA alpha (scale = alpha / rank; 0 = rank, i.e. scale 1)"),
     "lora_ft_unet": (str2bool, True, "LoRA on UNet attention to_q/to_k/to_v/to_out"),
     "lora_ft_text_encoder": (str2bool, False, "LoRA on text-encoder attention projections"),
+    "lora_scale": (float, 1.0, "MindONE: multiplies the LoRA path during training (scale = alpha / rank * lora_scale)"),
+    "lora_fp16": (str2bool, True, "MindONE: LoRA layers (base projection + adapters) compute in fp16, weights "
+                                  "kept fp32, on Ascend/GPU; CPU trains in fp32 (one notice line)"),
     # --- checkpoints, resume, logs
     "ckpt_save_interval": (int, 1, "save every N epochs (or N steps with step_mode)"),
     "step_mode": (str2bool, False, "ckpt_save_interval counts steps, files are sd-{step}.ckpt"),
     "ckpt_max_keep": (int, 10, "keep only the last N sd-*.ckpt files (0 = all)"),
     "resume": (str_or_false, False, "True: continue from output_path/ckpt/train_resume.ckpt; or a path"),
-    "log_interval": (int, 1, "write metrics every N steps"),
+    "log_interval": (int, 1, "write a metrics.csv row every N steps"),
+    "callback_size": (int, 1, "MindONE: log one loss line (epoch, step, loss, lr, step time) every N steps"),
+    "log_level": (log_level_name, "logging.INFO", "MindONE: logging.DEBUG | logging.INFO | logging.WARNING | "
+                                                  "logging.ERROR (INFO, 20, ... also accepted)"),
+    "profile": (str2bool, False, "MindONE: run mindspore.Profiler over the training into output_path/profiler; "
+                                 "as in MindONE the run is cut to 3 epochs (max_steps still caps it)"),
     "validation_prompts": (prompt_list, [], "prompts sampled every validation_steps into output_path/validation"),
     "validation_steps": (int, 0, "sample validation_prompts every N steps (0 = off)"),
     "validation_sampler": (str, "ddim", "sampler name for validation images"),
@@ -139,10 +180,28 @@ OPTIONS = {
     # --- runtime
     "seed": (int, 42, "seed for data order, noise, timesteps, crops, caption dropout"),
     "device_target": (str, "", "CPU | GPU | Ascend (empty = MindSpore's default)"),
-    "jit": (str2bool, True, "compile the train step with ms.jit (graph mode)"),
+    "mode": (int, 0, "MindONE: 0 = graph (train step compiled with ms.jit), 1 = PyNative (not compiled); "
+                     "the step is compiled only when mode is 0 and jit is True"),
+    "jit": (str2bool, True, "compile the train step with ms.jit (graph mode); False = PyNative whatever mode says"),
     "use_parallel": (str2bool, False, "data-parallel over all ranks (launch with msrun or mpirun)"),
     "dataset_sink_mode": (str2bool, False, "accepted for MindONE recipes; this trainer feeds steps from host"),
     "show_progress": (str2bool, True, "tqdm progress bar"),
+    # --- MindONE keys with no counterpart here (accepted so its command lines and recipes run unchanged)
+    "custom_text_encoder": (str, "", "MindONE: a checkpoint whose cond_stage_model.* weights replace the text "
+                                     "encoder's after pretrained_model_path is loaded (e.g. a Chinese CLIP)"),
+    "unet_initialize_random": (str2bool, False, "MindONE: load pretrained_model_path without its UNet weights "
+                                                "(the UNet starts from random init)"),
+    "enable_flash_attention": (optional_bool, None, "MindONE: flash attention in the UNet (unset = the model "
+                                                    "config's); this UNet has no flash-attention kernel, so True "
+                                                    "gives one notice line and the standard attention"),
+    "loss_scaler_type": (str, "dynamic", "MindONE: dynamic | static loss scaling (amp only; static keeps "
+                                         "init_loss_scale)"),
+    "enable_modelarts": (str2bool, False, "MindONE: run on Huawei ModelArts; not supported here (one notice line, "
+                                          "data is read from data_path)"),
+    "json_data_path": (str, "mindone/examples/stable_diffusion_v2/ldm/data/num_samples_64_part.json",
+                       "MindONE: ModelArts sample-count JSON (used only with enable_modelarts; ignored here)"),
+    "num_workers": (int, 1, "MindONE: number of ModelArts workers (nodes) its data split uses with "
+                            "enable_modelarts; no effect here (each rank reads its shard on the host)"),
 }
 
 CHOICES = {
@@ -151,7 +210,10 @@ CHOICES = {
     "amp_level": ("O0", "O1", "O2", "O3"),
     "amp_dtype": ("fp16", "bf16"),
     "device_target": ("", "CPU", "GPU", "Ascend"),
+    "mode": (0, 1),
+    "loss_scaler_type": ("dynamic", "static"),
 }
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def build_parser():
@@ -171,13 +233,24 @@ def _convert(name, value, source):
     except (TypeError, ValueError) as exc:
         raise UserError(f"{source}: bad value for {name}: {value!r} ({exc})") from exc
     if name in CHOICES and value not in CHOICES[name]:
-        allowed = " | ".join(c for c in CHOICES[name] if c)
+        allowed = " | ".join(str(c) for c in CHOICES[name] if c != "")
         raise UserError(f"{source}: {name} must be one of {allowed}, got {value!r}")
     return value
 
 
+def repo_path(path):
+    """``path`` as given if it exists (or is absolute or empty), else relative to the repository root:
+    MindONE joins recipe and model-config paths to its script folder, so its recipes name
+    ``configs/...`` whatever the working directory is."""
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = os.path.join(REPO_ROOT, path)
+    return candidate if os.path.exists(candidate) else path
+
+
 def read_recipe(path):
     """Read a train YAML into a flat dict; unknown keys are an error naming them."""
+    path = repo_path(path)
     if not os.path.isfile(path):
         raise UserError(f"train config not found: {path}")
     try:
@@ -204,9 +277,11 @@ def parse_config(argv=None):
         values.update(read_recipe(recipe_path))
     for name, value in cli.items():
         values[name] = _convert(name, value, "command line")
-    values["train_config"] = recipe_path or ""
+    values["train_config"] = repo_path(recipe_path) if recipe_path else ""
+    values["model_config"] = repo_path(values["model_config"])
     cfg = argparse.Namespace(**values)
     validate(cfg)
+    cfg.jit = bool(cfg.jit) and cfg.mode == 0  # MindONE's mode 1 (PyNative) and our jit False both mean eager
     return cfg
 
 
@@ -223,7 +298,8 @@ def validate(cfg):
             raise UserError(f"data_path not found: {path}")
     if cfg.pretrained_model_path and not os.path.isfile(cfg.pretrained_model_path):
         raise UserError(f"pretrained_model_path not found: {cfg.pretrained_model_path}")
-    positive = ("image_size", "train_batch_size", "gradient_accumulation_steps", "lora_rank", "log_interval")
+    positive = ("image_size", "train_batch_size", "gradient_accumulation_steps", "lora_rank", "log_interval",
+                "callback_size", "num_workers")
     for name in positive:
         if getattr(cfg, name) < 1:
             raise UserError(f"{name} must be >= 1, got {getattr(cfg, name)}")
@@ -239,6 +315,11 @@ def validate(cfg):
         raise UserError(f"ckpt_save_interval must be >= 1, got {cfg.ckpt_save_interval}")
     if cfg.use_lora and not (cfg.lora_ft_unet or cfg.lora_ft_text_encoder):
         raise UserError("use_lora needs lora_ft_unet and/or lora_ft_text_encoder")
+    for name in ("min_image_size", "image_filter_size"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.custom_text_encoder and not os.path.isfile(cfg.custom_text_encoder):
+        raise UserError(f"custom_text_encoder not found: {cfg.custom_text_encoder}")
     if isinstance(cfg.resume, str) and not os.path.isfile(cfg.resume):
         raise UserError(f"resume checkpoint not found: {cfg.resume}")
     if cfg.validation_steps and not cfg.validation_prompts:

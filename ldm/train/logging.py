@@ -3,6 +3,8 @@
 ``output_path/metrics.csv`` has columns step, epoch, loss, lr, step_time_s, loss_scale;
 ``output_path/loss_curve.png`` plots loss (and its running mean) against step.
 On resume the CSV keeps rows up to the resumed step, so the curve has no duplicated steps.
+Every ``callback_size`` steps one loss line goes to the log, worded like MindONE's LossMonitor
+(``epoch: E step: S, loss is L``, epoch and step 1-based, the step counted within the epoch).
 """
 import csv
 import os
@@ -93,3 +95,9 @@ def draw_loss_curve(steps, losses, path, size=(640, 400)):
         draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=(30, 80, 220))
     img.save(path)
     return path
+
+
+def log_loss_line(logger, epoch, step_in_epoch, global_step, total_steps, loss, lr, step_time, overflow=False):
+    """The ``callback_size`` line: MindONE's LossMonitor words, then global step, lr and step time."""
+    logger.info("epoch: %d step: %d, loss is %.6f (step %d/%d, lr %.6g, %.3f s/step%s)", epoch + 1, step_in_epoch,
+                loss, global_step, total_steps, lr, step_time, ", overflow: update skipped" if overflow else "")

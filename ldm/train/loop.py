@@ -20,7 +20,9 @@ from ldm.errors import UserError
 from ldm.models import lora as lora_lib
 from ldm.train.checkpoint import CheckpointManager, load_resume
 from ldm.train.ema import EMA
-from ldm.train.logging import MetricsLog
+from ldm.train import mindone_flags
+from ldm.train.config import log_level_value
+from ldm.train.logging import MetricsLog, log_loss_line
 from ldm.train.lr_schedule import build_lr_schedule
 from ldm.train.optim import build_optimizer
 from ldm.train.precision import apply_precision
@@ -58,9 +60,9 @@ def device_is_cpu():
 
 # ---------------------------------------------------------------- model
 def training_model_config(cfg):
-    """The model YAML with the recipe's one recompute switch applied (recompute: unset = the YAML's
-    ``unet_config.params.use_checkpoint``)."""
-    config = load_config(cfg.model_config)
+    """The model YAML with the recipe's recompute switch (unset = the YAML's
+    ``unet_config.params.use_checkpoint``) and MindONE's enable_flash_attention key applied."""
+    config = mindone_flags.apply_flash_attention_key(load_config(cfg.model_config), cfg.enable_flash_attention)
     if cfg.recompute is None:
         return config
     unet = model_params(config).get("unet_config")
@@ -81,12 +83,19 @@ def build_training_model(cfg):
     from ldm.models.latent_diffusion import build_model
     config = training_model_config(cfg)
     overrides = dict(prediction_type=cfg.prediction_type or None, rescale_zero_snr=cfg.rescale_zero_snr)
+    if cfg.pretrained_model_path:
+        target = str(model_section(config).get("target", "LatentDiffusion"))
+        if not target.endswith("LatentDiffusion"):
+            raise UserError(f"pretrained_model_path needs a LatentDiffusion model config, got target {target!r}")
     if not cfg.pretrained_model_path:
-        return build_model(config, **overrides), config
-    target = str(model_section(config).get("target", "LatentDiffusion"))
-    if not target.endswith("LatentDiffusion"):
-        raise UserError(f"pretrained_model_path needs a LatentDiffusion model config, got target {target!r}")
-    return load_model(config, cfg.pretrained_model_path, **overrides), config
+        model = build_model(config, **overrides)
+    elif cfg.unet_initialize_random:
+        model = mindone_flags.load_without_unet(build_model(config, **overrides), config, cfg.pretrained_model_path)
+    else:
+        model = load_model(config, cfg.pretrained_model_path, **overrides)
+    if cfg.custom_text_encoder:
+        mindone_flags.load_custom_text_encoder(model, config, cfg.custom_text_encoder)
+    return model, config
 
 
 def latent_shape(model, config, image_size):
@@ -113,7 +122,11 @@ def select_trainable(cfg, model):
         params = []
         for net in targets:
             params += lora_lib.inject_lora(net, rank=cfg.lora_rank, alpha=cfg.lora_alpha or None,
-                                           text_encoder=net is getattr(model, "cond_stage_model", None))
+                                           text_encoder=net is getattr(model, "cond_stage_model", None),
+                                           scale=cfg.lora_scale)
+        if cfg.lora_fp16:
+            count = mindone_flags.set_lora_compute_dtype(model, ms.float16)
+            _log.info("lora_fp16: %d LoRA layers compute in fp16 (weights fp32)", count)
         return params
     params = list(model.diffusion_model.get_parameters())
     if cfg.train_text_encoder:
@@ -131,10 +144,20 @@ class TrainRun:
 
     def __init__(self, cfg, make_sampler=None):
         self.cfg = cfg
+        logging.getLogger("ldm").setLevel(log_level_value(cfg.log_level))
         self.rank, self.world = setup_runtime(cfg)
         self.is_main = self.rank == 0
+        if self.is_main:
+            for line in mindone_flags.notices(cfg, device_is_cpu()):
+                _log.warning(line)
+        if cfg.profile:
+            if self.is_main:
+                _log.info("profile: training cut to %d epochs as MindONE does", mindone_flags.PROFILE_EPOCHS)
+            cfg.epochs = mindone_flags.PROFILE_EPOCHS
         self.dataset = ImageCaptionDataset(cfg.data_path, cfg.image_size, cfg.random_crop, cfg.random_flip,
-                                           cfg.min_image_size, cfg.drop_text_prob, cfg.seed)
+                                           cfg.image_filter_size or cfg.min_image_size, cfg.drop_text_prob, cfg.seed,
+                                           filter_small=cfg.filter_small_size,
+                                           replace_skipped_images=cfg.replace_small_images)
         self.model, model_config = build_training_model(cfg)
         self.model.set_train(False)  # no dropout: training here is deterministic given the seed
         self.spec = self.model.spec          # what this run trains for; recorded in every checkpoint
@@ -146,7 +169,7 @@ class TrainRun:
                             "(train_text_to_image.py passes the text-to-image pipeline)")
         self.sample_images = make_sampler(self.model, self.model_config) if cfg.validation_steps else None
         self.trainable = select_trainable(cfg, self.model)
-        self.scaler = apply_precision(cfg, self.model)
+        self.scaler = mindone_flags.replace_scaler(cfg, apply_precision(cfg, self.model))
         self.latent_shape = latent_shape(self.model, self.model_config, cfg.image_size)
         self.micro_per_epoch = steps_per_epoch(len(self.dataset), cfg.train_batch_size, self.world)
         if self.micro_per_epoch < cfg.gradient_accumulation_steps:
@@ -189,7 +212,7 @@ class TrainRun:
         if self.ema is not None:
             params += list(self.ema.shadow) + [self.ema.num_updates]
         if self.scaler is not None:
-            params += [self.scaler.scale_value, self.scaler.counter]
+            params += [p for p in (self.scaler.scale_value, getattr(self.scaler, "counter", None)) if p is not None]
         seen, unique = set(), []
         for p in params:
             if id(p) not in seen:
@@ -267,17 +290,35 @@ class TrainRun:
     # ---- loop
     def run(self):
         cfg = self.cfg
-        accum = cfg.gradient_accumulation_steps
         if self.is_main and cfg.dataset_sink_mode:
             _log.info("dataset_sink_mode is accepted for MindONE recipes; steps are fed from the host here")
         if self.is_main:
-            _log.info("training %d steps (%d per epoch), %d images, %d rank(s), %s objective, %d trainable params",
-                      self.total_steps, self.steps_per_epoch, len(self.dataset), self.world, self.prediction_type,
-                      sum(int(np.prod(p.shape)) for p in self.trainable))
+            _log.info("training %d steps (%d per epoch), %d images, %d rank(s), %s objective, %d trainable params, "
+                      "%s", self.total_steps, self.steps_per_epoch, len(self.dataset), self.world, self.prediction_type,
+                      sum(int(np.prod(p.shape)) for p in self.trainable),
+                      "graph mode (ms.jit)" if cfg.jit else "PyNative mode")
+            _log.debug("settings: %s", ", ".join(f"{k}={v!r}" for k, v in sorted(vars(cfg).items())))
         bar = None
         if cfg.show_progress and self.is_main:
             from tqdm import tqdm
             bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train", dynamic_ncols=True)
+        with contextlib.ExitStack() as stack:
+            if bar is not None:
+                from tqdm.contrib.logging import logging_redirect_tqdm
+                stack.enter_context(logging_redirect_tqdm())  # loss lines above the bar, not through it
+            stack.enter_context(mindone_flags.profiling(cfg.profile, cfg.output_path))
+            last_loss = self.loop(bar)
+        if bar is not None:
+            bar.close()
+        if self.is_main:
+            self.metrics.plot()
+        self.dump_rank_weights()
+        return dict(global_step=self.global_step, last_loss=last_loss, output_path=cfg.output_path)
+
+    def loop(self, bar):
+        """Optimiser steps until total_steps; returns the last step's loss."""
+        cfg = self.cfg
+        accum = cfg.gradient_accumulation_steps
         last_loss = float("nan")
         while self.global_step < self.total_steps:
             step = self.global_step
@@ -298,12 +339,7 @@ class TrainRun:
             step_time = time.perf_counter() - start
             self.global_step = step + 1
             self.after_step(epoch, last_loss, float(self.lrs[step]), step_time, bool(overflow.asnumpy()), bar)
-        if bar is not None:
-            bar.close()
-        if self.is_main:
-            self.metrics.plot()
-        self.dump_rank_weights()
-        return dict(global_step=self.global_step, last_loss=last_loss, output_path=cfg.output_path)
+        return last_loss
 
     def dump_rank_weights(self):
         """With env MSD_DUMP_RANK_WEIGHTS=DIR every rank writes DIR/rank{r}.npz of its trained weights
@@ -323,6 +359,9 @@ class TrainRun:
                 scale = float(self.scaler.scale_value.asnumpy()) if self.scaler is not None else 1.0
                 self.metrics.write(step=step, epoch=epoch, loss=f"{loss:.6f}", lr=f"{lr:.6g}",
                                    step_time_s=f"{step_time:.4f}", loss_scale=scale)
+            if step % cfg.callback_size == 0:
+                log_loss_line(_log, epoch, step - epoch * self.steps_per_epoch, step, self.total_steps, loss, lr,
+                              step_time, overflow)
             if bar is not None:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", step_s=f"{step_time:.2f}")
                 bar.update(1)
