@@ -236,11 +236,8 @@ def read_inception_weights(path):
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
         return fold_batchnorm(load_file(path))
-    try:
-        params = ms.load_checkpoint(path)
-    except Exception as exc:  # MindSpore raises plain ValueError/RuntimeError on bad files
-        raise CheckpointError(f"{path}: not a readable .pth / .safetensors / MindSpore .ckpt ({exc})"[:300]) from exc
-    return fold_batchnorm({name: p.asnumpy() for name, p in params.items()})
+    from ldm.io.ckpt_proto import read_ckpt  # pure Python: a corrupt .ckpt is one error, not a C++ crash
+    return fold_batchnorm({name: v for name, v in read_ckpt(path).items() if not isinstance(v, str)})
 
 
 def load_weights(net, state_dict, source="weights"):

@@ -356,14 +356,23 @@ def _ref_elements(t):
     count = 1
     for n in size:
         count *= n
-    if count > 200_000:
-        raise Reject("too many elements to check")
-    values = []
-    for index in itertools.product(*[range(n) for n in size]):
-        pos = (offset + sum(i * s for i, s in zip(index, stride))) * itemsize
-        if pos < 0 or pos + itemsize > len(raw):
-            raise Reject(f"element at byte {pos} outside the {len(raw)}-byte storage")
-        values.append(struct.unpack_from(fmt, raw, pos)[0])
+    if count <= 100_000:
+        values = []
+        for index in itertools.product(*[range(n) for n in size]):
+            pos = (offset + sum(i * s for i, s in zip(index, stride))) * itemsize
+            if pos < 0 or pos + itemsize > len(raw):
+                raise Reject(f"element at byte {pos} outside the {len(raw)}-byte storage")
+            values.append(struct.unpack_from(fmt, raw, pos)[0])
+    else:  # a big broadcast: exact bounds with Python ints, then a gather by explicit index grids
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if count > 50_000_000 or (last + 1) * itemsize > len(raw):
+            raise Reject("broadcast outside the storage (or too big to check)")
+        grid = np.full([1] * len(size), offset, np.int64)
+        for axis, (n, s) in enumerate(zip(size, stride)):
+            shape = [1] * len(size)
+            shape[axis] = n
+            grid = grid + (np.arange(n, dtype=np.int64) * s).reshape(shape)
+        values = np.frombuffer(raw, np.dtype(fmt), count=len(raw) // itemsize)[grid.ravel()].tolist()
     if cls == "BFloat16Storage":
         arr = (np.array(values, np.uint32) << 16).view(np.float32)
     elif cls == "BoolStorage":

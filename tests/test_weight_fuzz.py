@@ -98,7 +98,7 @@ def test_huge_strides_and_broadcasts_are_refused(tmp_path):
     path = _torch_file(tmp_path, "zip", size=(2, 2), stride=(2**62, 1))
     assert f"needs {(2**62 + 2) * 4} bytes from storage '0' which has 16" in _message(path)
     path = _torch_file(tmp_path, "zip", size=(2**20, 2**20), stride=(0, 0))
-    assert "needs 4398046511104 bytes, more than the whole file" in _message(path)
+    assert "needs 4398046511104 bytes, absurd for a" in _message(path)
     path = _torch_file(tmp_path, "zip", size=(1, 4), stride=(2**70, 1))  # size-1 dim: stride unused...
     assert "negative or invalid stride" in _message(path)  # ...but still not a valid int64
 

@@ -15,10 +15,11 @@ refused. That is the security boundary against malicious checkpoints (pickle can
 Memory safety: the rebuild functions only record (storage, offset, size, stride, dtype). Once the
 whole pickle (and, for legacy files, every storage) is read, each tensor is checked with Python ints
 (non-negative ints below 2**63, as many strides as dims, the highest reachable element inside its
-storage, no tensor larger than the file) before its bytes are copied, so a hostile offset or stride
+storage, no absurd size for the file) before its bytes are copied, so a hostile offset or stride
 is one CheckpointError line instead of a segfault or a read of foreign memory. The pure-Python
 unpickler is used on purpose: the C one sizes its memo from the index a pickle names, so a 9-byte
-pickle can make it allocate and clear gigabytes (measured: 4 GB, 21 s).
+pickle can make it allocate and clear gigabytes (measured: 4 GB, 21 s). The price, measured on a
+3,000-tensor zip file (2026-12-01, 2 busy cores): 0.87 s to load instead of 0.13 s.
 """
 import io
 import lzma
@@ -62,9 +63,12 @@ TORCH_DTYPE_NAMES = {
 }
 # a deflated zip member may claim at most this many bytes per stored byte (deflate's limit is ~1032:1)
 MAX_INFLATION = 1100
-# all tensors together may not need more than this many times the file size (views of one storage
-# under several names are fine; a few hundred bytes asking for gigabytes through stride-0 views is not)
-MAX_TOTAL_RATIO = 4
+# Views may repeat their storage's elements (stride 0, overlapping strides): tests/fixtures/eval's FID
+# weights cut 95 MB of tensors from one 1 MB storage, and torch loads that. What is refused is a file
+# asking for far more than that (a 600-byte file wanting terabytes through a stride-0 view): one
+# tensor may need at most VIEW_RATIO x the file size + VIEW_SLACK bytes, all together TOTAL_RATIO x + TOTAL_SLACK.
+VIEW_RATIO, VIEW_SLACK = 64, 64 << 20
+TOTAL_RATIO, TOTAL_SLACK = 256, 256 << 20
 _short = reprlib.Repr()
 _short.maxstring, _short.maxother, _short.maxlevel = 60, 60, 3
 
@@ -306,9 +310,9 @@ def _tensor_array(path, name, ref, file_size):
     if need > available:
         raise CheckpointError(f"{path}: tensor {name} needs {need} bytes from storage {storage.key!r} "
                               f"which has {available}")
-    if count * itemsize > file_size:
+    if count * itemsize > VIEW_RATIO * file_size + VIEW_SLACK:
         raise CheckpointError(f"{path}: tensor {name} of shape {size} needs {count * itemsize} bytes, "
-                              f"more than the whole file ({file_size})")
+                              f"absurd for a {file_size}-byte file")
     base = np.frombuffer(storage.raw, dtype=dtype, count=last - offset + 1, offset=offset * itemsize)
     # a dim of size 1 never moves: its stride (however large) is not needed and must not overflow numpy
     strides = tuple(s * itemsize if n > 1 else 0 for n, s in zip(size, stride))
@@ -367,9 +371,9 @@ class _Walker:
             file_size = len(storage.raw) if isinstance(storage, Storage) and storage.raw is not None else 0
         arr = _tensor_array(self.path, label if len(label) < 100 else label[:97] + "...'", ref, file_size)
         self.total += arr.nbytes
-        if self.file_size is not None and self.total > MAX_TOTAL_RATIO * self.file_size + (1 << 20):
-            raise CheckpointError(f"{self.path}: its tensors need {self.total}+ bytes, over "
-                                  f"{MAX_TOTAL_RATIO}x the file's {self.file_size}")
+        if self.file_size is not None and self.total > TOTAL_RATIO * self.file_size + TOTAL_SLACK:
+            raise CheckpointError(f"{self.path}: its tensors need {self.total}+ bytes, absurd for a "
+                                  f"{self.file_size}-byte file")
         return arr
 
 
