@@ -42,11 +42,7 @@ def resolve_lora(path, use_lora=None, rank=None, ft_unet=True, ft_text_encoder=F
         raise UserError(f"LoRA checkpoint not found: {path}")
     if not (ft_unet or ft_text_encoder):
         raise UserError("--lora_ft_unet False and --lora_ft_text_encoder False select no LoRA adapters to load")
-    try:
-        summary = lora_file_summary(path)
-    except Exception as exc:          # a LoRA file that does not parse as a checkpoint
-        raise UserError(f"cannot read LoRA checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc}") \
-            from exc
+    summary = lora_file_summary(path)         # CheckpointError (one line) if it is no checkpoint
     parts = {"unet": (ft_unet, UNET_PREFIX, "--lora_ft_unet"),
              "text_encoder": (ft_text_encoder, TEXT_PREFIX, "--lora_ft_text_encoder")}
     chosen = [name for name, (on, _, _) in parts.items() if on]

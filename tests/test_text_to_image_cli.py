@@ -65,6 +65,7 @@ BAD_INPUT = [
     ("negatives missing", ["--negative_data_path", "nowhere.txt"], "negative prompt file not found: nowhere.txt"),
     ("lora missing", ["--use_lora", "True", "--lora_ckpt_path", "nowhere.ckpt"], "LoRA checkpoint not found"),
     ("lora nothing", ["--lora_ckpt_path", "PROMPTS", "--lora_ft_unet", "False"], "select no LoRA adapters"),
+    ("lora unreadable", ["--lora_ckpt_path", "PROMPTS"], "prompts.txt: "),
     ("ms_mode", ["--ms_mode", "2"], "argument --ms_mode: invalid choice: 2"),
 ]
 
