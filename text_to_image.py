@@ -215,8 +215,8 @@ def resolve_paths(args):
 
 
 def settings_from_args(args):
-    """RunSettings (and the LoRA choice, as ``settings.lora`` plus the returned LoraChoice is kept on
-    ``args.lora_choice``) from the parsed flags; every cheap check happens here, before the model."""
+    """RunSettings from the parsed flags, every cheap check done before the model is built; the LoRA
+    choice (file and adapter prefixes) is left on ``args.lora_choice`` for building the pipeline."""
     from ldm.io.images import check_image_size
     from ldm.io.prompts import check_prompt_file
     from ldm.lora_options import resolve_lora
