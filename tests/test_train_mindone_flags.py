@@ -154,10 +154,13 @@ def test_callback_size_sets_the_loss_line_interval_and_log_level_filters(ws, tmp
     assert "(step 4/4, lr" in lines[1]
     assert len(open(tmp_path / "a" / "metrics.csv").read().split()) == 5     # log_interval still 1
     assert _records(caplog, "settings: ", logging.DEBUG)                      # DEBUG shows the settings line
+    log_text = open(tmp_path / "a" / "log_0.txt").read()                     # MindONE's log_{rank}.txt
+    assert "epoch: 2 step: 2, loss is" in log_text and "settings: " in log_text
     caplog.clear()
     with caplog.at_level(logging.DEBUG):
         TrainRun(parse_config(_standin(ws, tmp_path / "b", "--max_steps", "2", "--log_level", "logging.WARNING"))).run()
     assert not [r for r in caplog.records if r.name.startswith("ldm") and r.levelno < logging.WARNING]
+    assert "loss is" not in open(tmp_path / "b" / "log_0.txt").read()
 
 
 def test_profile_writes_profiler_output_and_cuts_to_3_epochs(ws, tmp_path):

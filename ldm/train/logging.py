@@ -4,9 +4,12 @@
 ``output_path/loss_curve.png`` plots loss (and its running mean) against step.
 On resume the CSV keeps rows up to the resumed step, so the curve has no duplicated steps.
 Every ``callback_size`` steps one loss line goes to the log, worded like MindONE's LossMonitor
-(``epoch: E step: S, loss is L``, epoch and step 1-based, the step counted within the epoch).
+(``epoch: E step: S, loss is L``, epoch and step 1-based, the step counted within the epoch), and, as
+MindONE's set_logger does, the run's log records at ``log_level`` also go to ``output_path/log_{rank}.txt``.
 """
+import contextlib
 import csv
+import logging
 import os
 
 import numpy as np
@@ -101,3 +104,20 @@ def log_loss_line(logger, epoch, step_in_epoch, global_step, total_steps, loss, 
     """The ``callback_size`` line: MindONE's LossMonitor words, then global step, lr and step time."""
     logger.info("epoch: %d step: %d, loss is %.6f (step %d/%d, lr %.6g, %.3f s/step%s)", epoch + 1, step_in_epoch,
                 loss, global_step, total_steps, lr, step_time, ", overflow: update skipped" if overflow else "")
+
+
+@contextlib.contextmanager
+def log_file(logger_name, path, level):
+    """Copy ``logger_name``'s records at ``level`` and above into ``path`` while the block runs (appended,
+    so a resumed run continues the same file)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        yield path
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

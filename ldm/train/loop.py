@@ -22,7 +22,7 @@ from ldm.train.checkpoint import CheckpointManager, load_resume
 from ldm.train.ema import EMA
 from ldm.train import mindone_flags
 from ldm.train.config import log_level_value
-from ldm.train.logging import MetricsLog, log_loss_line
+from ldm.train.logging import MetricsLog, log_file, log_loss_line
 from ldm.train.lr_schedule import build_lr_schedule
 from ldm.train.optim import build_optimizer
 from ldm.train.precision import apply_precision
@@ -289,6 +289,11 @@ class TrainRun:
 
     # ---- loop
     def run(self):
+        cfg = self.cfg
+        with log_file("ldm", os.path.join(cfg.output_path, f"log_{self.rank}.txt"), log_level_value(cfg.log_level)):
+            return self._run()
+
+    def _run(self):
         cfg = self.cfg
         if self.is_main and cfg.dataset_sink_mode:
             _log.info("dataset_sink_mode is accepted for MindONE recipes; steps are fed from the host here")
