@@ -32,6 +32,7 @@ seed warmup_steps train_batch_size callback_size start_learning_rate end_learnin
 init_loss_scale loss_scale_factor scale_window gradient_accumulation_steps use_ema clip_grad enable_flash_attention
 drop_overflow_update loss_scaler_type max_grad_norm ckpt_save_interval step_mode random_crop filter_small_size
 image_size image_filter_size log_level""".split()
+OLDER_FLAGS = ["version", "pretrained_model_file"]   # an older revision of the same script
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_mindone_recipes_train_unchanged(ws, tmp_path, caplog):
 
 
 def test_every_mindone_flag_is_accepted_and_mode_0_is_mode(ws, tmp_path):
-    assert not [f for f in MINDONE_FLAGS if f != "train_config" and f not in OPTIONS]
+    assert not [f for f in MINDONE_FLAGS + OLDER_FLAGS if f != "train_config" and f not in OPTIONS]
     base = ["--model_config", TINY["v2"], "--data_path", ws["data"], "--output_path", str(tmp_path)]
     cfg = parse_config(["--mode", "0"] + base)
     assert (cfg.mode, cfg.jit, cfg.model_config) == (0, True, TINY["v2"])
@@ -103,6 +104,11 @@ def test_every_mindone_flag_is_accepted_and_mode_0_is_mode(ws, tmp_path):
     assert (cfg.log_level, cfg.callback_size, cfg.num_workers) == ("DEBUG", 3, 8)
     with pytest.raises(UserError, match="log_level"):
         parse_config(base + ["--log_level", "logging.LOUD"])
+    assert parse_config(base + ["--scheduler", "multi_step_decay"]).scheduler == "constant"   # no milestones
+    ckpt = tmp_path / "sd.ckpt"
+    ckpt.write_bytes(b"")
+    cfg = parse_config(base + ["--pretrained_model_path", str(tmp_path), "--pretrained_model_file", "sd.ckpt"])
+    assert cfg.pretrained_model_path == str(ckpt)
 
 
 def test_unknown_key_is_an_error_naming_it_and_recipe_paths_resolve_from_the_repo(ws, tmp_path, monkeypatch):
@@ -127,7 +133,7 @@ def _small_image_folder(root):
     return str(folder)
 
 
-def test_filter_small_size_drops_or_replaces_small_images_and_logs_counts(ws, tmp_path, caplog):
+def test_filter_small_size_drops_or_replaces_small_images_and_random_crop_flips(ws, tmp_path, caplog):
     data = _small_image_folder(tmp_path)
     args = ["--data_path", data, "--image_filter_size", "32"]
     with caplog.at_level(logging.INFO):
@@ -141,6 +147,9 @@ def test_filter_small_size_drops_or_replaces_small_images_and_logs_counts(ws, tm
     assert [os.path.basename(r.path) for r in dropped.records] == ["0.png", "2.png", "4.png"]
     kept = TrainRun(parse_config(_standin(ws, tmp_path / "c", *args, "--filter_small_size", "False"))).dataset
     assert len(kept) == 5 and kept.skipped == {} and kept.sample(1, 0, 1000, (4, 4, 4))["image"].shape == (3, 32, 32)
+    flips = [TrainRun(parse_config(_standin(ws, tmp_path / "e", "--random_crop", crop, *flip))).dataset.random_flip
+             for crop, flip in (("True", ()), ("False", ()), ("True", ("--random_flip", "False")))]
+    assert flips == [True, False, False]         # MindONE's random_crop also flips; random_flip overrides
     with pytest.raises(UserError, match="lower image_filter_size or set filter_small_size False"):
         TrainRun(parse_config(_standin(ws, tmp_path / "d", "--data_path", data, "--image_filter_size", "64")))
 
@@ -153,6 +162,9 @@ def test_callback_size_sets_the_loss_line_interval_and_log_level_filters(ws, tmp
     assert [ln.split(",")[0] for ln in lines] == ["epoch: 1 step: 2", "epoch: 2 step: 2"]  # 2 steps per epoch
     assert "(step 4/4, lr" in lines[1]
     assert len(open(tmp_path / "a" / "metrics.csv").read().split()) == 5     # log_interval still 1
+    import yaml
+    args = yaml.safe_load(open(tmp_path / "a" / "args.yaml"))                # MindONE's args.yaml
+    assert (args["callback_size"], args["max_steps"], args["log_level"]) == (2, 4, "DEBUG")
     assert _records(caplog, "settings: ", logging.DEBUG)                      # DEBUG shows the settings line
     log_text = open(tmp_path / "a" / "log_0.txt").read()                     # MindONE's log_{rank}.txt
     assert "epoch: 2 step: 2, loss is" in log_text and "settings: " in log_text

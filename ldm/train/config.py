@@ -83,6 +83,13 @@ def log_level_value(name):
     return logging.getLevelName(log_level_name(name))
 
 
+def scheduler_name(value):
+    """A scheduler name; MindONE's ``multi_step_decay`` is constant: its train_text_to_image.py passes
+    no milestones (create_scheduler(milestones=None)), so the rate never steps down."""
+    name = str(value).strip()
+    return "constant" if name == "multi_step_decay" else name
+
+
 def str_or_false(value):
     """``resume``: False/True, or a path to a train_resume.ckpt."""
     if isinstance(value, bool):
@@ -99,12 +106,15 @@ OPTIONS = {
     "model_config": (str, "", "model YAML (configs/*.yaml): UNet/VAE/text-encoder shapes and prediction_type"),
     "pretrained_model_path": (str, "", "weights to start from (MindSpore .ckpt, torch .ckpt, .safetensors); "
                                        "empty = random init (only sensible for tiny test models)"),
+    "pretrained_model_file": (str, "", "older MindONE: a file name inside the folder pretrained_model_path "
+                                       "(the two are joined when this is set)"),
     "data_path": (str_list, [], "image folder(s) holding img_txt.csv (columns dir,text); several folders: "
                                 "a YAML list or comma-separated"),
     "output_path": (str, "output", "where ckpt/, logs, metrics.csv, loss_curve.png and validation/ go"),
     "image_size": (int, 512, "training resolution (square): resize shortest side, then crop"),
     "random_crop": (str2bool, False, "random crop instead of center crop"),
-    "random_flip": (str2bool, False, "random horizontal flip"),
+    "random_flip": (optional_bool, None, "random horizontal flip; unset = random_crop's value (MindONE flips "
+                                         "whenever it random-crops)"),
     "min_image_size": (int, 0, "skip images whose shorter side is below this (0 = image_size // 2); "
                                "image_filter_size (MindONE's name) wins when set"),
     "filter_small_size": (str2bool, True, "MindONE: skip images whose shorter side is below image_filter_size "
@@ -132,7 +142,8 @@ OPTIONS = {
     "end_learning_rate": (float, 0.0, "learning rate at the end of decay"),
     "warmup_steps": (int, 0, "linear warm-up steps from 0"),
     "decay_steps": (int, 0, "decay length in steps after warm-up (0 = to the end of training)"),
-    "scheduler": (str, "constant", "constant | cosine_decay | polynomial_decay"),
+    "scheduler": (scheduler_name, "constant", "constant | cosine_decay | polynomial_decay (MindONE's "
+                                              "multi_step_decay: constant, as its script passes no milestones)"),
     "optim": (str, "adamw", "adamw | adam | momentum | sgd"),
     "betas": (float_list, [0.9, 0.999], "Adam betas (beta1, beta2); momentum uses beta1"),
     "adam_eps": (float, 1e-8, "Adam epsilon"),
@@ -187,6 +198,8 @@ OPTIONS = {
     "dataset_sink_mode": (str2bool, False, "accepted for MindONE recipes; this trainer feeds steps from host"),
     "show_progress": (str2bool, True, "tqdm progress bar"),
     # --- MindONE keys with no counterpart here (accepted so its command lines and recipes run unchanged)
+    "version": (str, "", "older MindONE: the SD version (2.1, 2.0-v, 1.5, ...); its training script only "
+                         "logged it; here it is only recorded in args.yaml (the model comes from model_config)"),
     "custom_text_encoder": (str, "", "MindONE: a checkpoint whose cond_stage_model.* weights replace the text "
                                      "encoder's after pretrained_model_path is loaded (e.g. a Chinese CLIP)"),
     "unet_initialize_random": (str2bool, False, "MindONE: load pretrained_model_path without its UNet weights "
@@ -279,6 +292,8 @@ def parse_config(argv=None):
         values[name] = _convert(name, value, "command line")
     values["train_config"] = repo_path(recipe_path) if recipe_path else ""
     values["model_config"] = repo_path(values["model_config"])
+    if values["pretrained_model_file"]:
+        values["pretrained_model_path"] = os.path.join(values["pretrained_model_path"], values["pretrained_model_file"])
     cfg = argparse.Namespace(**values)
     validate(cfg)
     cfg.jit = bool(cfg.jit) and cfg.mode == 0  # MindONE's mode 1 (PyNative) and our jit False both mean eager

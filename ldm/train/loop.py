@@ -154,7 +154,8 @@ class TrainRun:
             if self.is_main:
                 _log.info("profile: training cut to %d epochs as MindONE does", mindone_flags.PROFILE_EPOCHS)
             cfg.epochs = mindone_flags.PROFILE_EPOCHS
-        self.dataset = ImageCaptionDataset(cfg.data_path, cfg.image_size, cfg.random_crop, cfg.random_flip,
+        flip = cfg.random_crop if cfg.random_flip is None else cfg.random_flip  # MindONE: crop comes with flip
+        self.dataset = ImageCaptionDataset(cfg.data_path, cfg.image_size, cfg.random_crop, flip,
                                            cfg.image_filter_size or cfg.min_image_size, cfg.drop_text_prob, cfg.seed,
                                            filter_small=cfg.filter_small_size,
                                            replace_skipped_images=cfg.replace_small_images)
@@ -200,6 +201,7 @@ class TrainRun:
         self.ckpts = CheckpointManager(cfg.output_path, cfg.ckpt_max_keep)
         if self.is_main:
             self.ckpts.save_model_config(self.model_config)
+            mindone_flags.write_args_yaml(cfg)
         self.global_step = 0
         self.resume()
         self.metrics = MetricsLog(cfg.output_path, resume_step=self.global_step if cfg.resume else None) \

@@ -39,6 +39,16 @@ def notices(cfg, on_cpu):
     return lines
 
 
+def write_args_yaml(cfg):
+    """``output_path/args.yaml``: every setting of the run, as MindONE dumps its ``vars(args)``."""
+    import yaml
+    os.makedirs(cfg.output_path, exist_ok=True)
+    path = os.path.join(cfg.output_path, "args.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(vars(cfg), f, default_flow_style=False, sort_keys=False)
+    return path
+
+
 def apply_flash_attention_key(config, value):
     """MindONE writes a set ``enable_flash_attention`` into ``unet_config.params`` (None leaves the YAML's)."""
     unet = model_params(config).get("unet_config")
