@@ -77,22 +77,24 @@ def training_model_config(cfg):
 
 def build_training_model(cfg):
     """(model, config): the model of the YAML with the recipe's spec overrides (prediction_type,
-    rescale_zero_snr), weights from pretrained_model_path. Other ``target`` classes (test stand-ins)
-    start from random weights."""
+    rescale_zero_snr), weights from pretrained_model_path (without the UNet's with
+    unet_initialize_random), then the text encoder's from custom_text_encoder when set. Other
+    ``target`` classes (test stand-ins) start from random weights."""
     from ldm.convert.checkpoint import load_model
     from ldm.models.latent_diffusion import build_model
     config = training_model_config(cfg)
     overrides = dict(prediction_type=cfg.prediction_type or None, rescale_zero_snr=cfg.rescale_zero_snr)
-    if cfg.pretrained_model_path:
+    if not cfg.pretrained_model_path:
+        model = build_model(config, **overrides)
+    else:
         target = str(model_section(config).get("target", "LatentDiffusion"))
         if not target.endswith("LatentDiffusion"):
             raise UserError(f"pretrained_model_path needs a LatentDiffusion model config, got target {target!r}")
-    if not cfg.pretrained_model_path:
-        model = build_model(config, **overrides)
-    elif cfg.unet_initialize_random:
-        model = mindone_flags.load_without_unet(build_model(config, **overrides), config, cfg.pretrained_model_path)
-    else:
-        model = load_model(config, cfg.pretrained_model_path, **overrides)
+        if cfg.unet_initialize_random:   # MindONE: the pretrained weights without model.diffusion_model.*
+            model = mindone_flags.load_without_unet(build_model(config, **overrides), config,
+                                                    cfg.pretrained_model_path)
+        else:
+            model = load_model(config, cfg.pretrained_model_path, **overrides)
     if cfg.custom_text_encoder:
         mindone_flags.load_custom_text_encoder(model, config, cfg.custom_text_encoder)
     return model, config
