@@ -14,6 +14,7 @@ def test_every_parser_sets_allow_abbrev_false():
     calls, missing = 0, []
     for path in files:
         text = open(path, encoding="utf-8").read()
+        compile(text, path, "exec")          # also catches a repeated keyword such as allow_abbrev
         for match in PARSER_CALL.finditer(text):
             calls += 1
             if "allow_abbrev=False" not in match.group("args"):
