@@ -1,4 +1,5 @@
-"""Dynamic loss scaling in the compiled train step (the fp16/bf16 path of Ascend/GPU), exercised on CPU.
+"""Dynamic loss scaling in the compiled train step, on a linear model in fp32 (the fp16 run that meets real
+overflows is tests/test_precision_fp16.py).
 
 The scaler is precision-independent: in fp32 a power-of-two loss scale must leave every update unchanged,
 an overflowing step must be dropped (weights, moments and optimiser step untouched) and halve the scale,
