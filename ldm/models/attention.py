@@ -1,7 +1,9 @@
 """Cross-attention transformer used inside the UNet (LDM ``SpatialTransformer``), MindONE parameter names.
 
 Softmax is always computed in float32; with ``upcast_attention`` (SD 2.x) the q.k^T product is too,
-because SD 2.x 768-v overflows fp16 there and produces black/NaN images.
+because SD 2.x 768-v overflows fp16 there and produces black/NaN images (tests/test_precision_fp16.py
+feeds logits of 80000 > 65504: finite only with the upcast). MindONE keeps softmax and LayerNorm in fp32
+only with its ``upcast_attn``; here both are fp32 always (see ``ldm.models.layers``).
 """
 import mindspore as ms
 from mindspore import nn, ops
