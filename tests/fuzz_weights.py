@@ -172,8 +172,8 @@ ITEMSIZE = {"FloatStorage": 4, "DoubleStorage": 8, "HalfStorage": 2, "BFloat16St
 
 
 def synthetic_spec(rng):
-    """A valid state dict over shared storages: views with offsets/strides, a scalar, an empty tensor,
-    bf16, bool, and a v3 tensor on an untyped storage. Returns (storages, tensors)."""
+    """A valid state dict over shared storages: views with offsets/strides, scalars (fp32, bool, bf16),
+    an empty tensor, bf16, bool, and a v3 tensor on an untyped storage. Returns (storages, tensors)."""
     f32 = np.arange(12, dtype="<f4") * 0.5 - 2
     storages = {
         "0": ["FloatStorage", f32.tobytes()],
@@ -194,6 +194,8 @@ def synthetic_spec(rng):
         ("e", dict(key="1", offset=6, size=(0,), stride=(1,))),
         ("bc", dict(key="0", offset=2, size=(3, 2), stride=(0, 1))),
         ("v3", dict(key="5", offset=1, size=(3,), stride=(1,), v3_dtype="float32")),
+        ("sb", dict(key="4", offset=1, size=(), stride=())),
+        ("sbf", dict(key="3", offset=2, size=(), stride=())),
     ])
     return storages, tensors
 
@@ -613,6 +615,8 @@ def differences(got, ref):
                f"{sorted(map(str, set(ref) - set(got)))[:3]}"
     for path, a in got.items():
         b = ref[path]
+        if a.dtype == b.dtype == np.bool_:  # any non-zero byte is True (safetensors.numpy keeps the byte)
+            a, b = a.view(np.uint8) != 0, b.view(np.uint8) != 0
         if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
             return f"{path}: loaded {a.dtype}{a.shape} differs from reference {b.dtype}{b.shape}"
     return None
@@ -758,7 +762,7 @@ def mutate_spec(rng, storages, tensors):
         return f"offset={str(t['offset'])[:20]}"
     if what in (1, 2):
         field = "size" if what == 1 else "stride"
-        dims = list(t[field])
+        dims = list(t[field]) if isinstance(t[field], (list, tuple)) else []
         choice = rng.randrange(4)
         if choice == 0 and dims:
             dims[rng.randrange(len(dims))] = rng.choice(INTERESTING + ODD_VALUES)

@@ -116,6 +116,9 @@ def test_valid_views_load_as_the_reference_decodes_them(tmp_path):
         np.testing.assert_array_equal(state["v3"], np.array([-3.5, 7.0, 0.0], np.float32))
         assert state["b"].dtype == np.float32 and state["m"].dtype == np.bool_ and state["s"].shape == ()
         assert state["e"].shape == (0,) and state["w"].flags.writeable
+        for name, dtype, value in (("s", np.float32, 0.5), ("sb", np.bool_, True), ("sbf", np.float32, 2.0)):
+            assert isinstance(state[name], np.ndarray) and state[name].shape == () and state[name].dtype == dtype
+            assert state[name] == value
 
 
 def test_unknown_storage_type_and_missing_storage(tmp_path):

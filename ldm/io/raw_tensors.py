@@ -38,10 +38,10 @@ def numel(shape):
 
 def finish(arr, kind):
     """Raw-typed copy -> the array a caller sees: bf16 widened, bools 0/1, native byte order."""
-    if kind == BF16:
-        return (arr.astype(np.uint32) << 16).view(np.float32)
+    if kind == BF16:  # np.asarray: on 0-d input these operations return numpy scalars
+        return np.asarray(arr.astype(np.uint32) << np.uint32(16)).view(np.float32)
     if kind == BOOL:
-        return arr != 0
+        return np.asarray(arr != 0)
     return arr.astype(arr.dtype.newbyteorder("="), copy=False)
 
 
