@@ -156,10 +156,10 @@ OPTIONS = {
     "train_text_encoder": (str2bool, False, "also train the text encoder (full fine-tune)"),
     "recompute": (optional_bool, None, "recompute UNet blocks in backward (less memory); sets the model "
                                        "config's unet use_checkpoint (unset = the config's value)"),
-    # --- precision and loss scaling (Ascend/GPU; CPU always trains in fp32)
-    "amp_level": (str, "O0", "O0 (fp32) | O1 | O2 | O3 mixed precision on Ascend/GPU; CPU uses O0"),
-    "amp_dtype": (str, "fp16", "fp16 | bf16 compute type for amp_level != O0"),
-    "init_loss_scale": (float, 65536.0, "initial dynamic loss scale (amp only)"),
+    # --- precision and loss scaling (ldm.train.precision; fp16 runs on CPU too, bf16 on Ascend only)
+    "amp_level": (str, "O0", "O0 (the model YAML's dtype) | O1 | O2 | O3: UNet convs/matmuls in amp_dtype, norms/softmax fp32"),
+    "amp_dtype": (str, "fp16", "fp16 | bf16 (not on CPU) compute type for amp_level != O0"),
+    "init_loss_scale": (float, 65536.0, "initial dynamic loss scale (when the UNet computes in fp16/bf16)"),
     "loss_scale_factor": (float, 2.0, "dynamic loss scale up/down factor"),
     "scale_window": (int, 1000, "overflow-free steps before the loss scale grows"),
     "drop_overflow_update": (str2bool, True, "skip the optimiser step when gradients overflow"),
