@@ -480,7 +480,8 @@ def ref_safetensors(path):
         count = 1
         for d in shape:
             count *= d
-        if begin < 0 or end < begin or len(raw) != end - begin or count * np.dtype(ST_NUMPY[dtype]).itemsize != len(raw):
+        itemsize = np.dtype(ST_NUMPY[dtype]).itemsize
+        if begin < 0 or end < begin or len(raw) != end - begin or count * itemsize != len(raw):
             raise Reject(f"{name}: bytes do not fit")
         arr = np.frombuffer(raw, ST_NUMPY[dtype]).reshape(shape)
         if dtype == "BF16":
@@ -784,7 +785,10 @@ def mutate_spec(rng, storages, tensors):
     if what == 5:
         key = t["key"] if t["key"] in storages else rng.choice(list(storages))
         raw = storages[key][1]
-        storages[key][1] = raw[:rng.randrange(len(raw) + 1)] if rng.random() < 0.6 else raw + b"\x00" * rng.choice([1, 4, 64])
+        if rng.random() < 0.6:
+            storages[key][1] = raw[:rng.randrange(len(raw) + 1)]
+        else:
+            storages[key][1] = raw + b"\x00" * rng.choice([1, 4, 64])
         return "storage-bytes"
     if what == 6:
         t["v3_dtype"] = rng.choice(list(REF_DTYPES) + ["complex64", "float8_e4m3fn"])
@@ -887,8 +891,9 @@ def torch_mutants(fmt, rng, count):
                 label += "+" + mutate_spec(rng, storages, tensors)
             kw = {}
             if fmt == "legacy" and rng.random() < 0.2:
-                kw["keys"] = rng.choice([list(storages)[:-1], list(storages) + ["zz"], ["0", "0"], list(storages)[::-1]])
-                label += f"+keys"
+                keys = list(storages)
+                kw["keys"] = rng.choice([keys[:-1], keys + ["zz"], ["0", "0"], keys[::-1]])
+                label += "+keys"
             out.append((f"spec:{label}", spec_files(storages, tensors, fmt, wrap=rng.random() < 0.5, **kw)))
         elif roll < 0.7:
             seed = real if rng.random() < 0.5 else synthetic
@@ -1011,7 +1016,10 @@ def ckpt_edit(rng, entries):
         kind = rng.choice(list(MS_NUMPY) + ["str", "Int4", "Float8", "", "float32"])
         label = f"type={kind}"
     elif what == 3:
-        content = content[:rng.randrange(len(content) + 1)] if rng.random() < 0.6 else content + b"\x00" * rng.choice([1, 2, 4])
+        if rng.random() < 0.6:
+            content = content[:rng.randrange(len(content) + 1)]
+        else:
+            content = content + b"\x00" * rng.choice([1, 2, 4])
         label = "content-size"
     elif what == 4 and len(content) >= 2:  # split into two consecutive slices (as for >512 MiB)
         cut = rng.randrange(1, len(content))
@@ -1023,8 +1031,8 @@ def ckpt_edit(rng, entries):
         entries.append(list(entries[rng.randrange(len(entries))]))
         label = "duplicate-tag"
     elif what == 6:  # raw fields: missing, repeated, wrong wire type, map tensor, unknown field
-        field = rng.choice([b"", _field(3, 2, b""), _field(1, 0, b"\x05"), _field(2, 0, b"\x01"), _field(1, 2, b"\xff\xfe"),
-                            _field(9, 2, b"xyz"), _field(2, 2, b"\x12\x07Float32")])
+        field = rng.choice([b"", _field(3, 2, b""), _field(1, 0, b"\x05"), _field(2, 0, b"\x01"),
+                            _field(1, 2, b"\xff\xfe"), _field(9, 2, b"xyz"), _field(2, 2, b"\x12\x07Float32")])
         value = rng.choice([_field(1, 2, tag.encode()) + field, field + _field(2, 2, pb_tensor(dims, kind, content)),
                             _field(1, 2, tag.encode()) + _field(2, 2, pb_tensor(dims, kind, content) + field)])
         entries[i] = None
@@ -1041,7 +1049,8 @@ def ckpt_edit(rng, entries):
         tag = rng.choice(["", "x" * 1000, "w\u00e9", entries[0][0]])
         label = "tag"
     else:
-        entries.insert(rng.randrange(len(entries) + 1), ["extra", [2, 2], "Float32", b"\x00" * rng.choice([0, 8, 16, 20])])
+        extra = ["extra", [2, 2], "Float32", b"\x00" * rng.choice([0, 8, 16, 20])]
+        entries.insert(rng.randrange(len(entries) + 1), extra)
         label = "extra-entry"
     entries[i] = [tag, dims, kind, content]
     return label, b"".join(pb_value(*e) for e in entries)

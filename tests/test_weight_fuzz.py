@@ -8,7 +8,6 @@ stride) and for the safetensors / MindSpore header checks.
 """
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
