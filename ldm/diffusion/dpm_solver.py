@@ -55,6 +55,31 @@ def _third_order_terms(alg, a_t, s_t, h):
     raise ValueError("third-order sde-dpmsolver is not defined; use sde-dpmsolver++ or order <= 2")
 
 
+def multistep_coefficients(alg, solver_type, alpha, sigma, lam, i, order):
+    """(A, B, C) of the order-``order`` multistep update from grid point i to i + 1 (diffusers' and the
+    original DPM-Solver's formulas): x_{i+1} = A x_i + sum_k B[k] m_{i-k} + C z, B over (m_i, m_{i-1}, m_{i-2})."""
+    t, s0 = i + 1, i
+    h = lam[t] - lam[s0]
+    A, b0, C = _first_order(alg, alpha[t], sigma[t], alpha[s0], sigma[s0], h)
+    B = np.zeros(3)
+    if order == 1:
+        B[0] = b0
+    elif order == 2:                                   # D1 = (m_i - m_{i-1}) / r0
+        r0 = (lam[s0] - lam[s0 - 1]) / h
+        b0, b1 = _second_order_terms(alg, solver_type, alpha[t], sigma[t], h)
+        B += b0 * np.array([1.0, 0, 0]) + b1 * np.array([1.0, -1.0, 0]) / r0
+    else:
+        r0 = (lam[s0] - lam[s0 - 1]) / h
+        r1 = (lam[s0 - 1] - lam[s0 - 2]) / h
+        d10 = np.array([1.0, -1.0, 0]) / r0
+        d11 = np.array([0, 1.0, -1.0]) / r1
+        d1 = d10 + r0 / (r0 + r1) * (d10 - d11)
+        d2 = (d10 - d11) / (r0 + r1)
+        b0, b1, b2 = _third_order_terms(alg, alpha[t], sigma[t], h)
+        B += b0 * np.array([1.0, 0, 0]) + b1 * d1 + b2 * d2
+    return A, B, C
+
+
 class _DPMSolverBase(Sampler):
     solver_grid = True
 
@@ -133,30 +158,10 @@ class DPMSolverMultistepSampler(_DPMSolverBase):
         self.timesteps, self.sigmas = ts, sig
         alpha, sigma, lam = self._levels(sig)
         self._plan_conversions(alpha, sigma)
-        alg = self.algorithm_type
-        self._updates = []
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            for i, order in enumerate(self._orders(n)):
-                t, s0 = i + 1, i
-                h = lam[t] - lam[s0]
-                A, b0, C = _first_order(alg, alpha[t], sigma[t], alpha[s0], sigma[s0], h)
-                B = np.zeros(3)
-                if order == 1:
-                    B[0] = b0
-                elif order == 2:
-                    r0 = (lam[s0] - lam[s0 - 1]) / h
-                    b0, b1 = _second_order_terms(alg, self.solver_type, alpha[t], sigma[t], h)
-                    B += b0 * np.array([1.0, 0, 0]) + b1 * np.array([1.0, -1.0, 0]) / r0
-                else:
-                    r0 = (lam[s0] - lam[s0 - 1]) / h
-                    r1 = (lam[s0 - 1] - lam[s0 - 2]) / h
-                    d10 = np.array([1.0, -1.0, 0]) / r0
-                    d11 = np.array([0, 1.0, -1.0]) / r1
-                    d1 = d10 + r0 / (r0 + r1) * (d10 - d11)
-                    d2 = (d10 - d11) / (r0 + r1)
-                    b0, b1, b2 = _third_order_terms(alg, alpha[t], sigma[t], h)
-                    B += b0 * np.array([1.0, 0, 0]) + b1 * d1 + b2 * d2
-                self._updates.append(_finite(self.name, i, A, B, C))
+            self._updates = [_finite(self.name, i, *multistep_coefficients(self.algorithm_type, self.solver_type,
+                                                                           alpha, sigma, lam, i, order))
+                             for i, order in enumerate(self._orders(n))]
         self.final_alpha_cumprod = float(alpha[-1] ** 2)
 
     def _step(self, model_output, i, sample, noise_fn=None):

@@ -11,7 +11,7 @@ A, B are planned in float64 per step.
 import numpy as np
 
 from ldm.diffusion.base import StepOutput, combine
-from ldm.diffusion.dpm_solver import _first_order, _second_order_terms, _third_order_terms
+from ldm.diffusion.dpm_solver import multistep_coefficients
 from ldm.diffusion.vp_time import VPTimeSampler
 
 # the original's solver_type names -> the names of the shared update formulas in dpm_solver.py
@@ -65,25 +65,8 @@ class VPDPMSolverSampler(VPTimeSampler):
 
 def _update(alg, solver_type, alpha, sigma, lam, i, order):
     """(A, B) of the order-``order`` multistep update from grid time i to i + 1; B over (m_i, m_{i-1}, ...)."""
-    t, s0 = i + 1, i
-    h = lam[t] - lam[s0]
-    A, b0, _ = _first_order(alg, alpha[t], sigma[t], alpha[s0], sigma[s0], h)
-    B = np.zeros(order)
-    if order == 1:
-        B[0] = b0
-    elif order == 2:                                   # D1_0 = (m_i - m_{i-1}) / r0
-        r0 = (lam[s0] - lam[s0 - 1]) / h
-        b0, b1 = _second_order_terms(alg, solver_type, alpha[t], sigma[t], h)
-        B += b0 * np.array([1.0, 0.0]) + b1 * np.array([1.0, -1.0]) / r0
-    else:
-        r0 = (lam[s0] - lam[s0 - 1]) / h
-        r1 = (lam[s0 - 1] - lam[s0 - 2]) / h
-        d10 = np.array([1.0, -1.0, 0.0]) / r0
-        d11 = np.array([0.0, 1.0, -1.0]) / r1
-        d1 = d10 + r0 / (r0 + r1) * (d10 - d11)
-        d2 = (d10 - d11) / (r0 + r1)
-        b0, b1, b2 = _third_order_terms(alg, alpha[t], sigma[t], h)
-        B += b0 * np.array([1.0, 0.0, 0.0]) + b1 * d1 + b2 * d2
+    A, B, _ = multistep_coefficients(alg, solver_type, alpha, sigma, lam, i, order)
+    B = B[:order]
     if not (np.isfinite(A) and np.isfinite(B).all()):
         raise ValueError(f"non-finite DPM-Solver coefficients at step {i}")
     return float(A), [float(b) for b in B]
