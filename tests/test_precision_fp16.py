@@ -23,19 +23,20 @@ FP16_EPS = 2.0 ** -11  # fp16 unit roundoff (11-bit significand)
 
 
 def test_fp16_unet_forward_within_8_roundoffs_of_fp32():
-    """use_fp16 UNet (SD 2.x layout: linear proj_in, upcast attention, depth 2) vs the same weights in fp32,
-    both GRAPH-compiled. Measured (MindSpore 2.8 CPU, 4 inputs): max|fp16 - fp32| = 1.8e-3 .. 2.6e-3 of
-    max|fp32| (about 4-5 roundoffs: a dozen fp16-rounded stages in series add ~sqrt(12) u in quadrature).
-    Bound 8 u = 3.9e-3, 1.5x the worst measured. The error must also exceed u / 4: an fp32 run differs
-    from itself by ~1e-6, so a silent fp32 fallback fails here."""
+    """use_fp16 UNet (SD 2.x layout: linear proj_in, upcast attention, depth 2) vs the same weights in fp32.
+    Measured (MindSpore 2.8 CPU, 4 inputs, PyNative and GRAPH alike): max|fp16 - fp32| = 1.8e-3 .. 2.6e-3
+    of max|fp32| (about 4-5 roundoffs: a dozen fp16-rounded stages in series add ~sqrt(12) u in
+    quadrature). Bound 8 u = 3.9e-3, 1.5x the worst measured. The error must also exceed u / 4: an fp32
+    run differs from itself by ~1e-6, so a silent fp32 fallback fails here. PyNative (10 s; GRAPH
+    compiles take 40 s here): the compiled fp16 graph is what the O2 training test below runs."""
     refs = references()
     name = "unet_sd2"
     args = [Tensor(refs[f"{name}_{k}"]) for k in ("sample", "timesteps", "context")]
     fp32 = build_unet(name)
     fp16 = build_unet(name, use_fp16=True)
     assert unet_compute_dtype(fp16) == ms.float16
-    out32 = ms.jit(fp32.construct)(*args).asnumpy()
-    out16 = ms.jit(fp16.construct)(*args).asnumpy()
+    out32 = fp32(*args).asnumpy()
+    out16 = fp16(*args).asnumpy()
     assert out16.dtype == np.float32  # the UNet hands fp32 to the sampler / loss
     rel = np.abs(out16 - out32).max() / np.abs(out32).max()
     print(f"fp16 vs fp32 UNet: max error {rel:.2e} of max|out| ({rel / FP16_EPS:.1f} roundoffs)")
