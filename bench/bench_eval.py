@@ -1,7 +1,9 @@
 """Evaluation speed: images/s of FID feature extraction and CLIP scoring, ours (MindSpore) next to
 pytorch-fid / transformers on the same weights and images.
 
-    python bench/bench_eval.py [--torch_python /path/to/python-with-torch] [--n_images 32]
+    python bench/bench_eval.py [--torch_python /tmp/msd-fixture-env/bin/python] [--n_images 32]
+
+(that interpreter: ``bash tests/fixtures/make_fixture_env.sh /tmp/msd-fixture-env``)
 
 FID: the random FID Inception of tests/fixtures/eval (identical structure and cost to the real
 pt_inception weights), 40x40 images resized to 299 inside the timed loop, as both tools do.

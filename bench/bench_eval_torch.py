@@ -1,4 +1,5 @@
-"""PyTorch side of bench_eval.py (run with an interpreter that has torch, pytorch-fid, transformers).
+"""PyTorch side of bench_eval.py (run with an interpreter that has torch, pytorch-fid, transformers:
+tests/fixtures/make_fixture_env.sh builds one).
 
 Prints one JSON line: images/s of pytorch-fid's InceptionV3 feature extraction (same random FID
 weights as ours: tests/fixtures/eval/fid_inception_random.pth) and of transformers' CLIPModel scoring

@@ -9,7 +9,8 @@ Each side runs in its own process (each model holds ~3.5 GB), one warm-up call
 (MindSpore compiles the graph there) then ``--repeats`` timed calls; we report the median.
 The torch side runs this file under the interpreter from --torch_python / $TORCH_PYTHON.
 
-    python bench/bench_models.py --torch_python /work/venv_ref/bin/python
+    bash tests/fixtures/make_fixture_env.sh /tmp/msd-fixture-env   # once: the torch reference side
+    python bench/bench_models.py --torch_python /tmp/msd-fixture-env/bin/python
 """
 import argparse
 import json

@@ -13,7 +13,8 @@ The diffusers side runs this same file under --torch_python / $TORCH_PYTHON (ski
 Overhead: milliseconds per step for the sampler's own arithmetic on a (2, 4, 64, 64) latent (the
 512-px SD latent with CFG) with a do-nothing model, numpy and MindSpore (PyNative, CPU).
 
-    python bench/bench_samplers.py --torch_python /work/venv_ref/bin/python
+    bash tests/fixtures/make_fixture_env.sh /tmp/msd-fixture-env   # once: the torch reference side
+    python bench/bench_samplers.py --torch_python /tmp/msd-fixture-env/bin/python
 """
 import argparse
 import json

@@ -7,7 +7,8 @@ One step = UNet forward on noisy latents + text context, MSE to a target, backwa
 Each side runs in its own subprocess (so peak RSS is per side); ours under ms.jit, torch in eager
 fp32 with torch.optim.AdamW. Times are medians after warm-up (the first MindSpore step compiles).
 
-    python bench/bench_train.py --torch_python /work/venv_ref/bin/python --cases tiny sd2
+    bash tests/fixtures/make_fixture_env.sh /tmp/msd-fixture-env   # once: the torch reference side
+    python bench/bench_train.py --torch_python /tmp/msd-fixture-env/bin/python --cases tiny sd2
 """
 import argparse
 import json

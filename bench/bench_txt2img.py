@@ -8,7 +8,8 @@ Two settings, both DPM-Solver++ 2M, guidance scale 9, batch 1 (CFG = UNet batch 
 Each side runs in its own process, one warm-up image (compilation) then --repeats timed images.
 The torch side runs this same file under the interpreter given by --torch_python / $TORCH_PYTHON.
 
-    python bench/bench_txt2img.py --torch_python /work/venv_ref/bin/python [--only tiny]
+    bash tests/fixtures/make_fixture_env.sh /tmp/msd-fixture-env   # once: the torch reference side
+    python bench/bench_txt2img.py --torch_python /tmp/msd-fixture-env/bin/python [--only tiny]
 """
 import argparse
 import json

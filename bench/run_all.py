@@ -4,7 +4,8 @@ Each benchmark prints its own table (ours next to diffusers-PyTorch where a torc
 given) and writes JSON under bench/out/; this script only runs them in turn, with a time limit each,
 and records the output, the command and the machine, so the README's results can be regenerated.
 
-    python bench/run_all.py --torch_python /path/to/venv-with-torch/bin/python
+    bash tests/fixtures/make_fixture_env.sh /tmp/msd-fixture-env   # once: the torch reference side
+    python bench/run_all.py --torch_python /tmp/msd-fixture-env/bin/python
 """
 import argparse
 import datetime

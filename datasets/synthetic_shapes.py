@@ -7,7 +7,6 @@ generated image follows its prompt (right colour in the right region).
 
     python datasets/synthetic_shapes.py --output_path datasets/shapes --num_train 400 --num_test 40
 """
-import argparse
 import csv
 import os
 import random
@@ -19,6 +18,7 @@ from PIL import Image, ImageDraw
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ldm.cli_args import OneLineParser, output_folder, positive_int  # noqa: E402
 from ldm.errors import UserError, run_cli  # noqa: E402
 
 COLOURS = {
@@ -41,6 +41,9 @@ POSITIONS = {
     "bottom right": (0.72, 0.72),
     "center": (0.5, 0.5),
 }
+# limits of the CLI: beyond them a typo (--size 64000) would fill the disk, not make a demo
+MAX_SIZE = 1024
+MAX_IMAGES = 1_000_000
 SHAPE_RADIUS = 0.2  # half the shape's extent, as a fraction of the image side
 
 
@@ -195,18 +198,27 @@ def score_images(pairs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_path", default="datasets/shapes",
                         help="folder to write train/, test/ and test_prompts.txt into")
-    parser.add_argument("--num_train", type=int, default=400, help="number of training images")
-    parser.add_argument("--num_test", type=int, default=40, help="number of test images/prompts")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels (multiple of 8)")
+    parser.add_argument("--num_train", type=positive_int, default=400, help="number of training images")
+    parser.add_argument("--num_test", type=positive_int, default=40, help="number of test images/prompts")
+    parser.add_argument("--size", type=positive_int, default=64, help="image side in pixels (multiple of 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sample choice")
     args = parser.parse_args(argv)
     if args.size % 8 or args.size < 16:
         raise UserError(f"--size must be a multiple of 8 and >= 16, got {args.size}")
-    if args.num_train < 1 or args.num_test < 1:
-        raise UserError("--num_train and --num_test must be positive")
+    if args.size > MAX_SIZE:
+        raise UserError(f"--size must be <= {MAX_SIZE} (a demo dataset), got {args.size}")
+    if args.num_train + args.num_test > MAX_IMAGES:
+        raise UserError(f"--num_train + --num_test must be <= {MAX_IMAGES}, got {args.num_train + args.num_test}")
+    output_folder(args.output_path, "--output_path")
+    for sub in ("train", "test", "test_prompts.txt"):
+        path = os.path.join(args.output_path, sub)
+        if sub.endswith(".txt") and os.path.isdir(path):
+            raise UserError(f"{path} is a folder: cannot write the test prompts there")
+        if not sub.endswith(".txt"):
+            output_folder(path, "--output_path")
     make_dataset(args.output_path, args.num_train, args.num_test, args.size, args.seed)
     print(f"wrote {args.num_train} train and {args.num_test} test images to {args.output_path}")
     return 0

@@ -20,6 +20,7 @@ from ldm.errors import CheckpointError, UserError
 from ldm.models.layers import gelu_erf
 
 from eval.clip_presets import PRESETS, hf_config_from_preset  # noqa: F401  (re-exported)
+from eval.weight_files import read_safetensors
 
 
 class LayerNorm(nn.Cell):
@@ -278,8 +279,14 @@ def config_from_shapes(state_dict, act="quick_gelu"):
 
 
 def _read_hf_folder(folder):
-    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-        config = json.load(f)
+    path = os.path.join(folder, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not a JSON config ({exc})") from exc
+    if not isinstance(config, dict):
+        raise UserError(f"{path} is not a JSON object (expected a Hugging Face CLIP config)")
     for name in ("model.safetensors", "pytorch_model.bin"):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
@@ -312,8 +319,7 @@ def _read_file(path):
         from ldm.convert.torch_pickle import flatten_state_dict, load_torch_file
         return flatten_state_dict(load_torch_file(path))
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-        return load_file(path)
+        return read_safetensors(path)
     from ldm.io.ckpt_proto import read_ckpt  # pure Python: a corrupt .ckpt is one error, not a C++ crash
     return {k: v for k, v in read_ckpt(path).items() if not isinstance(v, str)}
 
@@ -340,9 +346,10 @@ def read_clip_weights(path, model_name=None):
     return config, state
 
 
-def load_clip(path, model_name=None):
-    """CLIPModel in inference mode with all weights from ``path`` (names and shapes checked)."""
-    config, state = read_clip_weights(path, model_name)
+def load_clip(path, model_name=None, weights=None):
+    """CLIPModel in inference mode with all weights from ``path`` (names and shapes checked);
+    ``weights``: ``read_clip_weights(path, model_name)`` already done (a CLI checks them first)."""
+    config, state = weights or read_clip_weights(path, model_name)
     net = CLIPModel(config)
     params = {p.name: p for p in net.get_parameters()}
     missing = sorted(set(params) - set(state))

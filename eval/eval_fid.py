@@ -14,21 +14,22 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ldm.cli_args import OneLineParser, output_file, positive_int  # noqa: E402
 from ldm.errors import UserError, run_cli  # noqa: E402
 
 
 def build_parser():
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--real_dir", required=True, help="folder of reference images (e.g. the test split)")
     p.add_argument("--gen_dir", required=True, help="folder of generated images")
     p.add_argument("--ckpt_path", default=None,
                    help="Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or our .ckpt "
                         "(default: models/pt_inception-2015-12-05-6726825d.pth)")
-    p.add_argument("--batch_size", type=int, default=50, help="images per Inception forward pass")
+    p.add_argument("--batch_size", type=positive_int, default=50, help="images per Inception forward pass")
     p.add_argument("--kid", action="store_true", help="also compute KID (unbiased; better than FID for few images)")
-    p.add_argument("--kid_subsets", type=int, default=100, help="KID: number of random subsets")
-    p.add_argument("--kid_subset_size", type=int, default=1000,
+    p.add_argument("--kid_subsets", type=positive_int, default=100, help="KID: number of random subsets")
+    p.add_argument("--kid_subset_size", type=positive_int, default=1000,
                    help="KID: images per subset (clamped to the smaller folder)")
     p.add_argument("--seed", type=int, default=2020, help="KID subset sampling seed (torch-fidelity's default)")
     p.add_argument("--fid_method", default="eig", choices=("eig", "sqrtm"),
@@ -77,9 +78,28 @@ def check_inputs(real_dir, gen_dir):
         check_headers(paths)
 
 
+def check_weights(ckpt_path):
+    """A missing or folder weights path fails before any image is read."""
+    from eval.inception import DEFAULT_WEIGHTS, missing_weights_message
+    path = ckpt_path or DEFAULT_WEIGHTS
+    if os.path.isdir(path):
+        raise UserError(f"--ckpt_path {path} is a folder: give the Inception weights file "
+                        "(pt_inception-2015-12-05-6726825d.pth or a .ckpt)")
+    if not os.path.isfile(path):
+        raise UserError(missing_weights_message(path))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.kid_subset_size < 2:
+        raise UserError(f"--kid_subset_size must be >= 2 (KID compares pairs), got {args.kid_subset_size}")
+    if args.output_json:
+        output_file(args.output_json, "--output_json")
+    if args.cache_dir and not args.no_cache:
+        from ldm.cli_args import output_folder
+        output_folder(args.cache_dir, "--cache_dir")
     check_inputs(args.real_dir, args.gen_dir)
+    check_weights(args.ckpt_path)
     import mindspore as ms
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_device(args.device)

@@ -234,8 +234,8 @@ def read_inception_weights(path):
         from ldm.convert.torch_pickle import flatten_state_dict, load_torch_file
         return fold_batchnorm(flatten_state_dict(load_torch_file(path)))
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-        return fold_batchnorm(load_file(path))
+        from eval.weight_files import read_safetensors
+        return fold_batchnorm(read_safetensors(path))
     from ldm.io.ckpt_proto import read_ckpt  # pure Python: a corrupt .ckpt is one error, not a C++ crash
     return fold_batchnorm({name: v for name, v in read_ckpt(path).items() if not isinstance(v, str)})
 

@@ -10,6 +10,7 @@ Three sources, in this order of trust:
 3. a literal prompt, used for every image.
 """
 import csv
+import io
 import json
 import os
 
@@ -20,12 +21,25 @@ from eval.images import list_images
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.json", "manifest.csv")
 
 
-def _records_from_manifest(path):
-    if path.endswith(".csv"):
+def read_text(path, what):
+    """The file's text; a file that is not UTF-8 is a UserError naming it and the byte offset."""
+    try:
         with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                        "save it as UTF-8") from exc
+    except IsADirectoryError as exc:
+        raise UserError(f"{what} {path} is a folder, not a file") from exc
+
+
+def _records_from_manifest(path):
+    text = read_text(path, "manifest")
+    if path.endswith(".csv"):
+        try:
+            return list(csv.DictReader(io.StringIO(text)))
+        except csv.Error as exc:
+            raise UserError(f"manifest {path} is not a valid CSV file: {exc}") from exc
     if path.endswith(".jsonl"):
         records = []
         for line in text.splitlines():
@@ -51,8 +65,8 @@ def read_manifest(path):
     pairs = []
     for rec in _records_from_manifest(path):
         image = rec.get("file") or rec.get("image") or rec.get("path")
-        if image is None or "prompt" not in rec:
-            raise UserError(f"manifest {path}: every record needs 'file' (or 'image') and 'prompt'")
+        if not isinstance(image, str) or not isinstance(rec.get("prompt"), str):
+            raise UserError(f"manifest {path}: every record needs 'file' (or 'image') and 'prompt' as text")
         full = image if os.path.isabs(image) else os.path.join(root, image)
         pairs.append((full, rec["prompt"]))
     if not pairs:
@@ -73,8 +87,8 @@ def find_manifest(image_dir):
 
 
 def read_prompt_lines(path):
-    with open(path, encoding="utf-8") as f:
-        prompts = [line.strip() for line in f if line.strip()]
+    """Non-empty lines of a UTF-8 prompt file; an unreadable or empty file is a UserError."""
+    prompts = [line.strip() for line in read_text(path, "prompt file").splitlines() if line.strip()]
     if not prompts:
         raise UserError(f"prompt file {path} has no prompts")
     return prompts

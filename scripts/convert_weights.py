@@ -7,20 +7,13 @@
     python scripts/convert_weights.py --source ours.ckpt --config CFG --target out.safetensors --to diffusers
     python scripts/convert_weights.py --source ours.ckpt --config CFG --target sd_folder --to diffusers
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ldm.cli_args import OneLineParser, output_file, output_folder  # noqa: E402
 from ldm.errors import UserError, run_cli  # noqa: E402
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage mistakes become one UserError line (run_cli prints it), not a usage block."""
-
-    def error(self, message):
-        raise UserError(f"{message} (see --help)")
 
 
 def parse_args(argv):
@@ -49,8 +42,32 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def check_args(args):
+    """Paths that cannot work fail here, before a multi-GB checkpoint is read."""
+    if not os.path.exists(args.source):
+        raise UserError(f"source not found: {args.source}")
+    if args.config is not None and not os.path.isfile(args.config):
+        raise UserError(f"--config not found (or not a file): {args.config}")
+    if os.path.abspath(args.target) == os.path.abspath(args.source):
+        raise UserError(f"--target {args.target} is the source itself: give a new file name")
+    if args.dtype != "fp32" and args.to != "mindspore":
+        raise UserError(f"--dtype {args.dtype} applies to a MindSpore .ckpt target only (--to mindspore)")
+    folder_target = args.to == "diffusers" and not args.target.endswith(".safetensors")
+    if folder_target:
+        output_folder(args.target, "--target")
+    else:
+        output_file(args.target, "--target")
+        if args.to == "mindspore" and not args.target.endswith(".ckpt"):
+            raise UserError(f"--target {args.target}: a MindSpore checkpoint must end in .ckpt")
+    if args.config_out is not None:
+        output_file(args.config_out, "--config_out")
+        if os.path.abspath(args.config_out) in (os.path.abspath(args.target), os.path.abspath(args.source)):
+            raise UserError(f"--config_out {args.config_out} would overwrite the source or the target")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_args(args)
     from ldm.convert.convert_weights import convert_weights
     summary = convert_weights(args.source, args.target, config=args.config, config_out=args.config_out,
                               to=args.to, dtype=args.dtype)

@@ -20,18 +20,19 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from ldm.cli_args import OneLineParser, output_folder, positive_int  # noqa: E402
 from ldm.errors import UserError, run_cli  # noqa: E402
 
 
 def build_parser():
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("generation (text_to_image.py)")
     g.add_argument("--data_path", required=True, help="prompt file, one prompt a line")
     g.add_argument("--config", default=None, help="model YAML passed to text_to_image.py")
     g.add_argument("--ckpt_path", default=None, help="model checkpoint passed to text_to_image.py")
     g.add_argument("--output_path", required=True, help="run folder: samples/, manifest, results.md/json")
-    g.add_argument("--n_samples", type=int, default=1,
+    g.add_argument("--n_samples", type=positive_int, default=1,
                    help="batch size passed to text_to_image.py (different prompts a batch, one image per prompt)")
     g.add_argument("--skip_generate", action="store_true", help="evaluate the images already in --output_path")
     g = p.add_argument_group("evaluation")
@@ -41,13 +42,45 @@ def build_parser():
     g.add_argument("--kid", action="store_true", help="also report KID")
     g.add_argument("--fid_method", default="eig", choices=("eig", "sqrtm"),
                    help="'sqrtm' = pytorch-fid's scipy sqrtm (slow at 2048 dims); 'eig' = same trace, ~10x faster")
-    g.add_argument("--kid_subset_size", type=int, default=1000, help="KID subset size (clamped to N)")
+    g.add_argument("--kid_subset_size", type=positive_int, default=1000, help="KID subset size (clamped to N)")
     g.add_argument("--clip_checkpoint", default=None, help="CLIP weights for CLIP score (omit to skip it)")
     g.add_argument("--clip_model_name", default=None, help="CLIP architecture for .pt/.ckpt files (ViT-B/32 ...)")
-    g.add_argument("--batch_size", type=int, default=50, help="evaluation batch size")
+    g.add_argument("--batch_size", type=positive_int, default=50, help="evaluation batch size")
     g.add_argument("--cache_dir", default=None, help="Inception feature cache (default: <folder>/.fid_cache)")
     g.add_argument("--device", default="CPU", help="MindSpore device target for evaluation")
     return p
+
+
+def check_inputs(args):
+    """Everything that can be checked without a model fails here, before a long generation.
+    Returns the CLIP weights read (or None)."""
+    if not os.path.isfile(args.data_path):
+        raise UserError(f"prompt file not found: {args.data_path}")
+    from eval.prompts import read_prompt_lines
+    read_prompt_lines(args.data_path)              # not UTF-8 / no prompts: one line now, not after text_to_image
+    if args.real_dir is None and args.clip_checkpoint is None:
+        raise UserError("nothing to evaluate: give --real_dir (FID) and/or --clip_checkpoint (CLIP score)")
+    if args.kid_subset_size < 2:
+        raise UserError(f"--kid_subset_size must be >= 2 (KID compares pairs), got {args.kid_subset_size}")
+    output_folder(args.output_path, "--output_path")
+    if args.skip_generate and not os.path.isdir(args.output_path):
+        raise UserError(f"--skip_generate: --output_path {args.output_path} does not exist (nothing to evaluate)")
+    for name in ("results.md", "results.json", "clip_scores.csv"):
+        if os.path.isdir(os.path.join(args.output_path, name)):
+            raise UserError(f"{os.path.join(args.output_path, name)} is a folder: cannot write the results there")
+    if args.real_dir:
+        from eval.images import check_headers, list_images
+        check_headers(list_images(args.real_dir))
+        from eval.eval_fid import check_weights
+        check_weights(args.fid_ckpt)
+    if args.clip_model_name is not None:
+        from eval.eval_clip_score import MODEL_NAMES
+        if args.clip_model_name not in MODEL_NAMES:
+            raise UserError(f"--clip_model_name must be one of {', '.join(MODEL_NAMES)}, got {args.clip_model_name!r}")
+    if args.clip_checkpoint:  # read now (kept for scoring): a damaged file must not waste a generation
+        from eval.clip_model import read_clip_weights
+        return read_clip_weights(args.clip_checkpoint, args.clip_model_name)
+    return None
 
 
 def generate(args, passthrough):
@@ -91,13 +124,7 @@ def results_markdown(rows, meta):
 def main(argv=None):
     args, passthrough = build_parser().parse_known_args(argv)
     passthrough = [a for a in passthrough if a != "--"]
-    if not os.path.isfile(args.data_path):
-        raise UserError(f"prompt file not found: {args.data_path}")
-    if args.real_dir is None and args.clip_checkpoint is None:
-        raise UserError("nothing to evaluate: give --real_dir (FID) and/or --clip_checkpoint (CLIP score)")
-    if args.real_dir:
-        from eval.images import list_images
-        list_images(args.real_dir)  # fail before a long generation
+    clip_weights = check_inputs(args)
     command = None if args.skip_generate else generate(args, passthrough)
 
     import mindspore as ms
@@ -121,7 +148,7 @@ def main(argv=None):
     if args.clip_checkpoint:
         from eval.eval_clip_score import compute_clip_score
         clip = compute_clip_score(images, manifest, args.clip_checkpoint, args.clip_model_name, args.batch_size,
-                                  os.path.join(args.output_path, "clip_scores.csv"))
+                                  os.path.join(args.output_path, "clip_scores.csv"), clip_weights)
         results["clip"] = {k: v for k, v in clip.items() if k != "per_pair"}
         rows.append({"metric": "CLIP score", "value": f"{clip['clip_score']:.4f}", "n": str(clip["n"]),
                      "notes": f"100*max(mean cos, 0); per image: {os.path.basename(clip['csv'])}"})

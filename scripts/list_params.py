@@ -5,12 +5,12 @@ The format (and sorted order) of MindONE's reference lists ``mindspore_v{1,2}.tx
 shows whether a MindONE checkpoint fits the config (their dtype column may differ: fp16 tables).
 Parameters are created without allocating their data, so even SD 2.x lists in seconds.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ldm.cli_args import OneLineParser  # noqa: E402
 from ldm.errors import run_cli  # noqa: E402
 from ldm.util import load_config  # noqa: E402
 
@@ -21,7 +21,7 @@ def param_lines(model):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+    parser = OneLineParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="model YAML, e.g. configs/v2-vpred-inference.yaml")
     args = parser.parse_args(argv)
     config = load_config(args.config)  # bad paths fail before MindSpore's slow import

@@ -7,7 +7,6 @@ fraction of images right on each and on all four. With ``--min_colour`` / ``--mi
 
     python scripts/score_shapes.py --output_path output/demo/samples --min_colour 0.6 --min_shape 0.5
 """
-import argparse
 import json
 import os
 import sys
@@ -17,17 +16,28 @@ from PIL import Image, UnidentifiedImageError
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets.synthetic_shapes import score_images  # noqa: E402
+from ldm.cli_args import OneLineParser, fraction, output_file  # noqa: E402
 from ldm.errors import UserError, run_cli  # noqa: E402
 from ldm.io.manifest import Manifest  # noqa: E402
 
 
 def load_pairs(output_path):
     """(image, caption) for every image recorded in a text_to_image.py run's manifest.jsonl."""
+    if not os.path.isdir(output_path):
+        raise UserError(f"--output_path {output_path} is not a folder (give a text_to_image.py --output_path)")
     manifest = Manifest(output_path)
     if not os.path.isfile(manifest.path):
         raise UserError(f"no manifest.jsonl in {output_path} (give a text_to_image.py --output_path)")
+    try:
+        records = manifest.read()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{manifest.path} is not UTF-8 text (byte {exc.start})") from exc
+    except (TypeError, ValueError) as exc:   # a record whose index / file is not what text_to_image.py writes
+        raise UserError(f"{manifest.path}: a record is not a text_to_image.py record ({exc})") from exc
     pairs = []
-    for _, rec in sorted(manifest.read().items()):
+    for _, rec in sorted(records.items()):
+        if not isinstance(rec.get("prompt"), str):
+            raise UserError(f"{manifest.path}: record {rec.get('index')} has no 'prompt' text")
         path = os.path.join(output_path, rec["file"])
         try:
             with Image.open(path) as img:
@@ -38,15 +48,17 @@ def load_pairs(output_path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_path", required=True,
                         help="a text_to_image.py output folder (its manifest.jsonl names images and prompts)")
-    parser.add_argument("--min_colour", type=float, default=0.0,
+    parser.add_argument("--min_colour", type=fraction, default=0.0,
                         help="exit 1 if the fraction of images whose shape has the captioned colour is below this")
-    parser.add_argument("--min_shape", type=float, default=0.0,
+    parser.add_argument("--min_shape", type=fraction, default=0.0,
                         help="exit 1 if the fraction of images with the captioned shape in the captioned colour is below this")
     parser.add_argument("--json_out", default="", help="also write the scores to this JSON file")
     args = parser.parse_args(argv)
+    if args.json_out:
+        output_file(args.json_out, "--json_out")
     scores = score_images(load_pairs(args.output_path))
     print(f"prompt following on {scores['n']} images: colour {scores['colour']:.3f}, "
           f"shape {scores['shape']:.3f}, position {scores['position']:.3f}, "

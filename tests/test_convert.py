@@ -313,7 +313,7 @@ def test_cli_help_explains_flags():
 def test_cli_bad_input_one_line(args, needle, tmp_path):
     proc = _cli(*args)
     lines = _error_lines(proc)
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert not os.path.exists("/tmp/never.ckpt")
 
@@ -323,7 +323,7 @@ def test_cli_corrupt_checkpoint(tmp_path):
     proc = _cli("--source", path, "--target", str(tmp_path / "o.ckpt"),
                 "--config", os.path.join(REPO, "configs", "tiny-v1.yaml"))
     lines = _error_lines(proc)
-    assert proc.returncode != 0 and len(lines) == 1 and "cut.ckpt" in lines[0]
+    assert proc.returncode == 2 and len(lines) == 1 and "cut.ckpt" in lines[0]
     assert not os.path.exists(tmp_path / "o.ckpt")
 
 

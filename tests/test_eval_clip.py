@@ -34,6 +34,8 @@ def model():
 
 
 def test_tokenizer_ids_match_fixture(reference):
+    """The fixture's ids come from transformers' CLIPTokenizer (cross-checked with open_clip.tokenize)
+    in make_eval_fixtures.py, not from ours."""
     from ldm.models.tokenizer import CLIPTokenizer
     prompts = [ln.strip() for ln in open(PROMPTS, encoding="utf-8") if ln.strip()]
     np.testing.assert_array_equal(CLIPTokenizer(pad_token="eot")(prompts), reference["input_ids"])
@@ -179,7 +181,7 @@ def test_cli_bad_input_one_line(tmp_path, case):
             "missing_weights": ["--image_path", IMAGES, "--prompt", "x",
                                 "--load_checkpoint", str(tmp_path / "ViT-B-32.pt")]}[case]
     proc = _cli(*args)
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "WARNING" not in ln and "%|" not in ln]
     assert len(lines) == 1 and "error" in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr

@@ -168,7 +168,7 @@ def test_cli_bad_input_one_line(tmp_path, case):
             "corrupt_image": ["--real_dir", str(bad), "--gen_dir", GEN, "--ckpt_path", WEIGHTS, "--no_cache"],
             "missing_weights": ["--real_dir", REAL, "--gen_dir", GEN, "--ckpt_path", str(tmp_path / "w.pth")]}[case]
     proc = _cli(*args)
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "WARNING" not in ln and "%|" not in ln]
     assert len(lines) == 1 and "error" in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr

@@ -85,6 +85,6 @@ def test_bad_input_one_line(tmp_path, case):
                                  "--real_dir", str(tmp_path / "nope"), "--skip_generate"],
             "nothing_to_do": ["--data_path", str(pf), "--output_path", str(run), "--skip_generate"]}[case]
     proc = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
     assert len(lines) == 1 and "error" in lines[0], proc.stderr[-2000:]

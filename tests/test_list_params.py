@@ -48,5 +48,5 @@ def test_cli_prints_mindone_format():
 def test_cli_missing_config_is_one_line_error(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "list_params.py"), "--config",
                           str(tmp_path / "missing.yaml")], capture_output=True, text=True)
-    assert out.returncode != 0
+    assert out.returncode == 2, out.stderr
     assert out.stderr.strip().count("\n") == 0 and "missing.yaml" in out.stderr

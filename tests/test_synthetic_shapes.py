@@ -47,5 +47,5 @@ def test_every_generated_image_matches_its_caption(tmp_path):
 def test_cli_rejects_bad_size(tmp_path):
     proc = subprocess.run([sys.executable, "datasets/synthetic_shapes.py", "--output_path",
                            str(tmp_path), "--size", "30"], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "--size" in proc.stderr
