@@ -94,3 +94,276 @@ def shapes_run_folders(folder):
     _write(os.path.join(folder, "latin1", "manifest.jsonl"), b'{"index": 0, "file": "0.png", "prompt": "caf\xe9"}\n')
     _png(os.path.join(folder, "noprompt", "0.png"))
     _write(os.path.join(folder, "noprompt", "manifest.jsonl"), b'{"index": 0, "file": "0.png"}\n')
+
+
+# ---- train_text_to_image.py cases (tests/test_train_bad_inputs.py): {tmp}/data + {tmp}/standin.yaml
+def train_ok(folder, n=4, size=32):
+    """A usable training setup: ``data/`` with ``n`` RGB PNGs and img_txt.csv, and the stand-in model."""
+    import numpy as np
+    from PIL import Image
+    from tests.train_standin import write_standin_config
+    data = os.path.join(folder, "data")
+    os.makedirs(data, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = ["dir,text"]
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(os.path.join(data, f"{i}.png"))
+        rows.append(f"{i}.png,shape {i}")
+    with open(os.path.join(data, "img_txt.csv"), "w", encoding="utf-8") as f:
+        f.write("\n".join(rows) + "\n")
+    write_standin_config(folder)
+    return data
+
+
+def _csv(folder, payload):
+    data = train_ok(folder)
+    with open(os.path.join(data, "img_txt.csv"), "wb") as f:
+        f.write(payload)
+
+
+def train_csv_not_utf8(folder):
+    _csv(folder, b"dir,text\n0.png,caf\xe9\n1.png,ok\n")
+
+
+def train_csv_too_many_fields(folder):
+    _csv(folder, b"dir,text\n0.png,a red circle\n1.png,a red, blue circle\n")
+
+
+def train_csv_too_few_fields(folder):
+    _csv(folder, b"dir,text\n0.png,a red circle\n1.png\n")
+
+
+def train_csv_no_text_column(folder):
+    _csv(folder, b"dir,caption\n0.png,x\n")
+
+
+def train_csv_header_only(folder):
+    _csv(folder, b"dir,text\n")
+
+
+def train_csv_missing_images(folder):
+    _csv(folder, b"dir,text\nnope1.png,x\nnope2.png,y\n")
+
+
+def train_no_csv(folder):
+    os.remove(os.path.join(train_ok(folder), "img_txt.csv"))
+
+
+def train_only_truncated_jpeg(folder):
+    """One JPEG cut in half: PIL's verify() passes it, decoding fails."""
+    import io
+    import numpy as np
+    from PIL import Image
+    data = train_ok(folder)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    with open(os.path.join(data, "cut.jpg"), "wb") as f:
+        f.write(buf.getvalue()[:len(buf.getvalue()) // 2])
+    with open(os.path.join(data, "img_txt.csv"), "w", encoding="utf-8") as f:
+        f.write("dir,text\ncut.jpg,a cut image\n")
+
+
+def train_only_small_images(folder):
+    train_ok(folder, size=8)
+
+
+def _recipe(folder, payload):
+    train_ok(folder)
+    with open(os.path.join(folder, "recipe.yaml"), "wb") as f:
+        f.write(payload)
+
+
+def train_recipe_duplicate_key(folder):
+    _recipe(folder, b"image_size: 32\nepochs: 1\nepochs: 2\n")
+
+
+def train_recipe_not_utf8(folder):
+    _recipe(folder, b"image_size: 32\n# caf\xe9\n")
+
+
+def train_recipe_unknown_key(folder):
+    _recipe(folder, b"image_size: 32\nlearning_rate: 0.1\n")
+
+
+def train_recipe_not_mapping(folder):
+    _recipe(folder, b"- a\n- b\n")
+
+
+def train_output_is_file(folder):
+    train_ok(folder)
+    file_named_out(folder)
+
+
+def _fail_writes_under(root, err, message):
+    """Patch ms.save_checkpoint and os.mkdir so that writes below ``root`` fail with ``err`` (other
+    cases of the same interpreter are unaffected: only paths below this case's folder fail)."""
+    import mindspore as ms
+    root = os.path.abspath(root)
+    below = lambda p: os.path.abspath(os.fspath(p)).startswith(root)      # noqa: E731
+    save, mkdir = ms.save_checkpoint, os.mkdir
+
+    def failing_save(params, name, *args, **kwargs):
+        if below(name):
+            with open(os.path.splitext(name)[0] + ".tmp", "wb") as f:       # what MindSpore writes first
+                f.write(b"partial")
+            raise OSError(err, message, name)
+        return save(params, name, *args, **kwargs)
+
+    def failing_mkdir(path, *args, **kwargs):
+        if below(path):
+            raise OSError(err, message, os.fspath(path))
+        return mkdir(path, *args, **kwargs)
+    ms.save_checkpoint = failing_save
+    if err == 30:
+        os.mkdir = failing_mkdir
+
+
+def train_disk_full(folder):
+    import errno
+    train_ok(folder)
+    _fail_writes_under(os.path.join(folder, "out"), errno.ENOSPC, "No space left on device")
+
+
+def train_read_only(folder):
+    import errno
+    train_ok(folder)
+    _fail_writes_under(os.path.join(folder, "out"), errno.EROFS, "Read-only file system")
+
+
+# ---- text_to_image.py bad inputs (tests/test_text_to_image_bad_inputs.py)
+def _t2i_png(path, size=32):
+    import numpy as np
+    from PIL import Image
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+
+
+def t2i_init_png(folder):
+    """A good 32x32 init image, for the cases whose bad value is elsewhere (strength)."""
+    _t2i_png(os.path.join(folder, "init.png"))
+
+
+def t2i_text_as_png(folder):
+    with open(os.path.join(folder, "init.png"), "w", encoding="utf-8") as f:
+        f.write("this is text, not a PNG\n")
+
+
+def t2i_truncated_png(folder):
+    path = os.path.join(folder, "init.png")
+    _t2i_png(path, 64)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+
+
+def _t2i_npy(folder, array, name="z.npy"):
+    import numpy as np
+    np.save(os.path.join(folder, name), array, allow_pickle=True)
+
+
+def t2i_latents_wrong_shape(folder):
+    import numpy as np
+    _t2i_npy(folder, np.zeros((1, 4, 4, 4), np.float32))
+
+
+def t2i_latents_truncated(folder):
+    import numpy as np
+    _t2i_npy(folder, np.zeros((1, 4, 8, 8), np.float32))
+    path = os.path.join(folder, "z.npy")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:100])
+
+
+def t2i_latents_nan(folder):
+    import numpy as np
+    z = np.zeros((1, 4, 8, 8), np.float32)
+    z[0, 0, 0, 0] = np.nan
+    _t2i_npy(folder, z)
+
+
+def t2i_latents_objects(folder):
+    import numpy as np
+    _t2i_npy(folder, np.array([{"a": 1}], dtype=object))
+
+
+def t2i_latents_complex(folder):
+    import numpy as np
+    _t2i_npy(folder, np.zeros((1, 4, 8, 8), np.complex64))
+
+
+def t2i_garbage(folder):
+    with open(os.path.join(folder, "garbage.bin"), "wb") as f:
+        f.write(b"\x00\x01 not a checkpoint \xff" * 10)
+
+
+def t2i_non_utf8_negatives(folder):
+    with open(os.path.join(folder, "prompts.txt"), "w", encoding="utf-8") as f:
+        f.write("a red circle\na blue square\na green star\n")
+    with open(os.path.join(folder, "neg.txt"), "wb") as f:
+        f.write(b"blurry\n\xff\xfe ugly\n")
+
+
+def t2i_too_many_negatives(folder):
+    with open(os.path.join(folder, "prompts.txt"), "w", encoding="utf-8") as f:
+        f.write("a red circle\n")
+    with open(os.path.join(folder, "neg.txt"), "w", encoding="utf-8") as f:
+        f.write("blurry\nugly\ndark\n")
+
+
+def t2i_blank_prompts(folder):
+    with open(os.path.join(folder, "prompts.txt"), "w", encoding="utf-8") as f:
+        f.write("\n   \n\n")
+
+
+def t2i_late_bad_prompt(folder):
+    """A prompt file whose bad byte is on line 500: refused before any image, not mid-run."""
+    with open(os.path.join(folder, "prompts.txt"), "wb") as f:
+        f.write(b"a red circle\n" * 499 + b"\xc3\x28 broken\n")
+
+
+def t2i_prompts_folder(folder):
+    os.makedirs(os.path.join(folder, "prompts.txt"))
+
+
+def t2i_bad_yaml(folder):
+    with open(os.path.join(folder, "model.yaml"), "w", encoding="utf-8") as f:
+        f.write("model: [unclosed\n  params: {")
+
+
+def t2i_non_utf8_yaml(folder):
+    with open(os.path.join(folder, "model.yaml"), "wb") as f:
+        f.write(b"model:\n  target: caf\xe9\n")
+
+
+def t2i_list_yaml(folder):
+    with open(os.path.join(folder, "model.yaml"), "w", encoding="utf-8") as f:
+        f.write("- just\n- a list\n")
+
+
+def t2i_other_run(folder):
+    """An output folder holding image 0 of another prompt, for --resume."""
+    import json
+    os.makedirs(os.path.join(folder, "out", "samples"))
+    _t2i_png(os.path.join(folder, "out", "samples", "00000.png"))
+    rec = dict(index=0, file="samples/00000.png", prompt="some other prompt", negative_prompt="", seed=42,
+               sampler="mindone_dpm_solver_pp", steps=3, scale=9.0, width=32, height=32, run_start=0)
+    with open(os.path.join(folder, "out", "manifest.jsonl"), "w", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def t2i_manifest_folder(folder):
+    os.makedirs(os.path.join(folder, "out", "manifest.jsonl"))
+
+
+def t2i_samples_file(folder):
+    os.makedirs(os.path.join(folder, "out"))
+    with open(os.path.join(folder, "out", "samples"), "w", encoding="utf-8") as f:
+        f.write("not a folder\n")
+
+
+def t2i_read_only_folder(folder):
+    """A folder without write permission (only meaningful when not root: root writes anyway)."""
+    os.makedirs(os.path.join(folder, "ro"))
+    os.chmod(os.path.join(folder, "ro"), 0o555)

@@ -1,4 +1,5 @@
 """Image-caption folders: CSV checks, skipped images, transforms, per-sample randomness, rank shards."""
+import io
 import logging
 
 import numpy as np
@@ -34,18 +35,80 @@ def test_csv_without_columns_is_an_error_naming_them(tmp_path):
         ImageCaptionDataset([str(tmp_path)], 32)
 
 
+def _truncated_jpeg(path):
+    """A JPEG cut in half: PIL's verify() accepts it, only decoding fails."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    path.write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+    with Image.open(path) as img:
+        img.verify()                    # the old check passed it
+
+
 def test_bad_images_are_skipped_and_counted_in_one_warning(tmp_path, caplog):
     folder = _folder(tmp_path, "a", 3, extra_rows=["missing.png,gone", "bad.png,broken", "small.png,tiny",
-                                                   "gray.png,grey"])
+                                                   "cut.jpg,truncated"])
     (folder / "bad.png").write_bytes(b"not an image")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "small.png")
-    Image.fromarray(np.zeros((40, 40), np.uint8)).save(folder / "gray.png")
+    _truncated_jpeg(folder / "cut.jpg")
     with caplog.at_level(logging.WARNING):
         ds = ImageCaptionDataset([str(folder)], 32)
     assert len(ds) == 3
-    assert ds.skipped == {"missing": 1, "corrupt": 1, "too small": 1, "not RGB": 1}
+    assert ds.skipped == {"missing": 1, "corrupt or truncated": 2, "too small": 1}
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "skipped 4 of 7" in warnings[0].getMessage()
+    for i in range(len(ds)):            # every kept record decodes (no crash at the first batch)
+        assert ds.sample(i, 0, 1000, (4, 4, 4))["image"].shape == (3, 32, 32)
+
+
+def test_no_usable_image_is_one_error_without_a_warning(tmp_path, caplog):
+    folder = _folder(tmp_path, "a", 0, extra_rows=["cut.jpg,truncated"])
+    _truncated_jpeg(folder / "cut.jpg")
+    with caplog.at_level(logging.WARNING), pytest.raises(UserError, match="1 corrupt or truncated"):
+        ImageCaptionDataset([str(folder)], 32)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_non_rgb_modes_are_converted_and_alpha_goes_on_white(tmp_path):
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    red = np.zeros((32, 32, 3), np.uint8)
+    red[..., 0] = 255
+    rgba = np.dstack([red, np.zeros((32, 32), np.uint8)])
+    rgba[:16, :, 3] = 255                        # top half opaque red, bottom half transparent
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    Image.fromarray(np.full((32, 32), 100, np.uint8), "L").save(folder / "l.png")
+    Image.fromarray(red).convert("P").save(folder / "p.png")
+    Image.fromarray(red).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(np.full((32, 32), 100, np.uint8), "L").save(folder / "l.jpg")
+    names = ["rgba.png", "l.png", "p.png", "cmyk.jpg", "l.jpg"]
+    (folder / "img_txt.csv").write_text("dir,text\n" + "".join(f"{n},{n}\n" for n in names))
+    ds = ImageCaptionDataset([str(folder)], 32)
+    assert len(ds) == 5 and ds.skipped == {}
+    images = {n: (load_image(str(folder / n), 32) + 1) * 127.5 for n in names}
+    np.testing.assert_allclose(images["rgba.png"][:, 2:14, 4:28].mean(axis=(1, 2)), [255, 0, 0], atol=1)
+    np.testing.assert_allclose(images["rgba.png"][:, 18:30, 4:28].mean(axis=(1, 2)), [255, 255, 255], atol=1)
+    np.testing.assert_allclose(images["l.png"], 100, atol=1)
+    np.testing.assert_allclose(images["p.png"].mean(axis=(1, 2)), [255, 0, 0], atol=2)
+    assert images["cmyk.jpg"][0].mean() > 200 and images["cmyk.jpg"][1:].mean() < 40
+
+
+@pytest.mark.parametrize("payload, expect", [
+    (b"dir,text\n0.png,caf\xe9\n", "line 2 is not UTF-8"),
+    (b"dir,text\n0.png,a\n0.png,red, circle\n", "line 3: 3 field(s), the header has 2"),
+    (b"dir,text\n0.png\n", "line 2: 1 field(s), the header has 2"),
+])
+def test_csv_encoding_and_ragged_rows_are_one_error_naming_the_line(tmp_path, payload, expect):
+    folder = _folder(tmp_path, "a", 1)
+    (folder / "img_txt.csv").write_bytes(payload)
+    with pytest.raises(UserError, match=expect.replace("(", "\\(").replace(")", "\\)")) as info:
+        ImageCaptionDataset([str(folder)], 32)
+    assert "img_txt.csv" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_csv_with_a_utf8_bom_reads(tmp_path):
+    folder = _folder(tmp_path, "a", 2)
+    (folder / "img_txt.csv").write_bytes(b"\xef\xbb\xbfdir,text\n0.png,caf\xc3\xa9\n1.png,b\n")
+    assert [r.text for r in ImageCaptionDataset([str(folder)], 32).records] == ["caf\u00e9", "b"]
 
 
 def test_several_folders_transforms_and_deterministic_draws(tmp_path):

@@ -162,3 +162,90 @@ def test_cache_latents_trains_and_matches_uncached_first_step(workspace, tmp_pat
         return [float(r.split(",")[2]) for r in open(out / "metrics.csv").read().split()[1:]]
     cached, plain = first_loss(tmp_path / "c", True), first_loss(tmp_path / "p", False)
     np.testing.assert_allclose(cached, plain, rtol=1e-5)
+
+
+def _bytes(folder):
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+def test_divergence_stops_with_one_line_and_keeps_the_last_good_files(workspace, tmp_path):
+    """Two good steps save sd-2 + train_resume; the resumed run's loss overflows at step 3 (noise_offset
+    1e38): exit 2, one line naming step 3 and the resume file, and every checkpoint byte-identical."""
+    steps = ("--step_mode", "True", "--ckpt_save_interval", "2", "--jit", "False")
+    TrainRun(parse_config(_args(workspace, tmp_path, "--max_steps", "2", *steps))).run()
+    ckpt = tmp_path / "ckpt"
+    before = _bytes(ckpt)
+    assert {"sd-2.ckpt", "train_resume.ckpt"} <= set(before)
+    proc = subprocess.run([sys.executable, TRAIN] + _args(workspace, tmp_path, "--max_steps", "4", *steps,
+                                                          "--resume", "True", "--noise_offset", "1e38",
+                                                          "--log_level", "logging.ERROR"),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "training diverged at step 3 (loss" in lines[0]
+    assert f"last good checkpoint: {ckpt / 'train_resume.ckpt'}" in lines[0]
+    assert _bytes(ckpt) == before
+
+
+def test_non_finite_weights_are_never_saved(workspace, tmp_path):
+    from ldm.train.loop import TrainingDiverged
+    run = TrainRun(parse_config(_args(workspace, tmp_path, "--max_steps", "2", "--jit", "False")))
+    run.run()
+    ckpt = tmp_path / "ckpt"
+    before = _bytes(ckpt)
+    param = run.trainable[0]
+    poisoned = param.asnumpy().copy()
+    poisoned.flat[0] = np.nan
+    param.set_data(Tensor(poisoned))
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step 2 \(1 of \d+ state tensors not finite\); "
+                                               r"last good checkpoint: .*sd-step2.ckpt"):
+        run.save(3)
+    assert _bytes(ckpt) == before
+
+
+def test_mixed_modes_train_and_a_truncated_jpeg_is_skipped_and_counted(workspace, tmp_path, caplog):
+    import io
+    import logging
+    from PIL import Image
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    rgba = Image.fromarray(rng.integers(0, 255, (32, 32, 4), dtype=np.uint8), "RGBA")
+    files = {"l.png": rgb.convert("L"), "rgba.png": rgba, "p.png": rgb.convert("P"), "cmyk.jpg": rgb.convert("CMYK"),
+             "l.jpg": rgb.convert("L"), "rgb.jpg": rgb}
+    for name, img in files.items():
+        img.save(data / name)
+    buf = io.BytesIO()
+    rgb.resize((64, 64)).save(buf, "JPEG")
+    (data / "cut.jpg").write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+    names = list(files) + ["cut.jpg"]
+    (data / "img_txt.csv").write_text("dir,text\n" + "".join(f"{n},image {n}\n" for n in names))
+    args = _args(workspace, tmp_path / "out", "--max_steps", "2", "--jit", "False", "--train_batch_size", "3")
+    args[args.index("--data_path") + 1] = str(data)
+    with caplog.at_level(logging.WARNING, logger="ldm"):
+        run = TrainRun(parse_config(args))
+        summary = run.run()
+    assert run.dataset.skipped == {"corrupt or truncated": 1} and run.dataset.replaced == 1   # MindONE's top-up
+    assert sorted({os.path.basename(r.path) for r in run.dataset.records}) == sorted(files)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("skipped 1 of 7 images (1 corrupt or truncated)" in w for w in warnings), warnings
+    assert summary["global_step"] == 2 and np.isfinite(summary["last_loss"])
+    assert (tmp_path / "out" / "ckpt" / "sd-1.ckpt").exists()   # 7 samples, batch 3: step 2 ends epoch 1
+
+
+def test_a_failed_start_leaves_no_output_folder_and_no_ir_dump_in_the_working_folder(tmp_path, monkeypatch):
+    from ldm.train.loop import no_leftovers
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError), no_leftovers(str(out)):
+        (out / "ckpt").mkdir(parents=True)
+        (out / "args.yaml").write_text("a: 1\n")
+        (tmp_path / "rank_0" / "om").mkdir(parents=True)
+        (tmp_path / "rank_0" / "om" / "analyze_fail.ir").write_text("ir")   # what a failed ms.jit compile writes
+        raise RuntimeError("compile failed")
+    assert sorted(os.listdir(tmp_path)) == []
+    (out / "ckpt").mkdir(parents=True)                  # a folder that existed before is never removed
+    with pytest.raises(RuntimeError), no_leftovers(str(out)):
+        raise RuntimeError("later failure")
+    assert (out / "ckpt").is_dir()

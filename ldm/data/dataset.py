@@ -12,6 +12,7 @@ is below the threshold; each skipped one is counted (one warning), and with repl
 is topped back up to the listed size with copies of kept records, in MindONE's order.
 """
 import csv
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -32,12 +33,28 @@ class Record:
     text: str
 
 
+def _decode_csv(path):
+    """The CSV's text; bytes that are not UTF-8 are one error naming the file and line (a BOM is fine)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise UserError(f"{path} line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}): save the CSV "
+                        f"as UTF-8") from exc
+
+
 def _read_csv(folder):
+    """(dir, text) rows of ``folder``/img_txt.csv. A row with more or fewer fields than the header is an
+    error naming its line: pandas.read_csv (MindONE's reader) refuses too many fields but silently fills
+    too few with NaN, which would train on the caption "nan"; here both are refused, so a stray comma in
+    an unquoted caption is found instead of shifting columns."""
     path = os.path.join(folder, CSV_NAME)
     if not os.path.isfile(path):
         raise UserError(f"{path} not found: data_path must be a folder with images and {CSV_NAME}")
-    with open(path, "r", encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(_decode_csv(path), newline=""))
+    try:
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
@@ -45,30 +62,52 @@ def _read_csv(folder):
                             f"expected a header 'dir,text')")
         rows = []
         for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                extra = row.get(None) or []
+                got = len(columns) + len(extra) if extra else sum(v is not None for v in row.values())
+                raise UserError(f"{path} line {reader.line_num}: {got} field(s), the header has {len(columns)} "
+                                f"(quote captions that hold commas)")
             row = {(k or "").strip(): v for k, v in row.items()}
             rows.append((row["dir"] or "", row["text"] or ""))
+    except csv.Error as exc:
+        raise UserError(f"{path} line {reader.line_num}: not valid CSV ({exc})") from exc
     return rows
 
 
+def to_rgb(img):
+    """Any PIL mode as RGB; transparent pixels (RGBA, LA, PA, P with a transparency entry) are composited
+    on white, as a viewer shows them, instead of keeping whatever colour sits under alpha 0."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
 def _check_image(path, min_size):
-    """Return None if usable, else the reason it is skipped."""
+    """Return None if usable, else the reason it is skipped. The image is decoded in full (``load``):
+    ``verify`` passes a truncated JPEG that then fails at its first batch."""
     if not os.path.isfile(path):
         return "missing"
     try:
         with Image.open(path) as img:
-            size, mode = img.size, img.mode
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return "corrupt"
-    if mode != "RGB":
-        return "not RGB"
+            img.load()
+            to_rgb(img)
+            size = img.size
+    except Image.DecompressionBombError:
+        return "too large to decode"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        return "corrupt or truncated"
     if min(size) < min_size:
         return "too small"
     return None
 
 
 def scan_folders(folders, min_size):
-    """Records of every usable image in ``folders``; one warning counts the skipped ones by reason."""
+    """Records of every usable image in ``folders``; one warning counts the skipped ones by reason
+    (or, when none is usable, one error that holds the counts)."""
     records, skipped, total = [], {}, 0
     for folder in folders:
         for rel, text in _read_csv(folder):
@@ -79,14 +118,14 @@ def scan_folders(folders, min_size):
                 skipped[reason] = skipped.get(reason, 0) + 1
             else:
                 records.append(Record(path, text))
-    if skipped:
-        detail = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
-        small = f"; too small = shorter side < {min_size} px" if "too small" in skipped else ""
-        _log.warning("skipped %d of %d images (%s%s)", sum(skipped.values()), total, detail, small)
+    detail = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+    small = f"; too small = shorter side < {min_size} px" if "too small" in skipped else ""
     if not records:
-        hint = (f"; {skipped['too small']} have a shorter side < {min_size} px: lower image_filter_size or set "
-                f"filter_small_size False") if "too small" in skipped else ""
-        raise UserError(f"no usable images in {', '.join(folders)} ({total} listed in {CSV_NAME}{hint})")
+        hint = (f"; lower image_filter_size or set filter_small_size False") if "too small" in skipped else ""
+        listed = f"{total} listed in {CSV_NAME}" + (f": {detail}{small}" if skipped else "")
+        raise UserError(f"no usable images in {', '.join(folders)} ({listed}{hint})")
+    if skipped:
+        _log.warning("skipped %d of %d images (%s%s)", sum(skipped.values()), total, detail, small)
     return records, skipped
 
 
@@ -110,7 +149,7 @@ def load_image(path, size, rng=None, random_crop=False, random_flip=False):
     """Resize the shorter side to ``size`` (bicubic), crop ``size`` x ``size`` (center, or random with
     ``rng``), optionally flip; return float32 (3, size, size) in [-1, 1]."""
     with Image.open(path) as img:
-        img = img.convert("RGB")
+        img = to_rgb(img)
         w, h = img.size
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))

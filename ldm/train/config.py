@@ -9,11 +9,31 @@ Relative ``train_config`` / ``model_config`` paths that do not exist from the wo
 looked up from the repository root, as MindONE resolves them from its script folder.
 """
 import argparse
+import math
 import os
 
-import yaml
-
 from ldm.errors import UserError
+
+
+def integer(value):
+    """An int from YAML or the command line; 2.0 is 2, but 2.5, True or "nan" are errors (int() would
+    truncate 2.5 and turn True into 1 silently)."""
+    if isinstance(value, bool):
+        raise ValueError("not an integer")
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            raise ValueError("not an integer")
+        return int(value)
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    try:
+        return int(text)
+    except ValueError:
+        number = float(text)            # "1e3" is 1000; "2.5" and "nan" fall to the error below
+        if not (math.isfinite(number) and number.is_integer()):
+            raise ValueError("not an integer") from None
+        return int(number)
 
 
 def str2bool(value):
@@ -111,15 +131,15 @@ OPTIONS = {
     "data_path": (str_list, [], "image folder(s) holding img_txt.csv (columns dir,text); several folders: "
                                 "a YAML list or comma-separated"),
     "output_path": (str, "output", "where ckpt/, logs, metrics.csv, loss_curve.png and validation/ go"),
-    "image_size": (int, 512, "training resolution (square): resize shortest side, then crop"),
+    "image_size": (integer, 512, "training resolution (square): resize shortest side, then crop"),
     "random_crop": (str2bool, False, "random crop instead of center crop"),
     "random_flip": (optional_bool, None, "random horizontal flip; unset = random_crop's value (MindONE flips "
                                          "whenever it random-crops)"),
-    "min_image_size": (int, 0, "skip images whose shorter side is below this (0 = image_size // 2); "
+    "min_image_size": (integer, 0, "skip images whose shorter side is below this (0 = image_size // 2); "
                                "image_filter_size (MindONE's name) wins when set"),
     "filter_small_size": (str2bool, True, "MindONE: skip images whose shorter side is below image_filter_size "
                                           "(False: keep them, upscaled; unreadable files are skipped anyway)"),
-    "image_filter_size": (int, 0, "MindONE: the shorter-side threshold of filter_small_size "
+    "image_filter_size": (integer, 0, "MindONE: the shorter-side threshold of filter_small_size "
                                   "(0 = min_image_size's rule, image_size // 2, which is MindONE's 256 at 512 px)"),
     "replace_small_images": (str2bool, True, "MindONE: fill the slots of skipped images with copies of kept ones "
                                              "(MindONE's order: kept images n, n-1, ..., 1 for n skipped), so an "
@@ -135,20 +155,20 @@ OPTIONS = {
     "rescale_zero_snr": (optional_bool, None, "rescale betas to zero terminal SNR (use with v-prediction); "
                                               "unset = the model config's rescale_zero_snr"),
     # --- optimisation
-    "train_batch_size": (int, 1, "images per step per device"),
-    "epochs": (int, 10, "passes over the data"),
-    "max_steps": (int, 0, "stop after this many optimiser steps (0 = run all epochs)"),
+    "train_batch_size": (integer, 1, "images per step per device"),
+    "epochs": (integer, 10, "passes over the data"),
+    "max_steps": (integer, 0, "stop after this many optimiser steps (0 = run all epochs)"),
     "start_learning_rate": (float, 1e-5, "learning rate after warm-up"),
     "end_learning_rate": (float, 0.0, "learning rate at the end of decay"),
-    "warmup_steps": (int, 0, "linear warm-up steps from 0"),
-    "decay_steps": (int, 0, "decay length in steps after warm-up (0 = to the end of training)"),
+    "warmup_steps": (integer, 0, "linear warm-up steps from 0"),
+    "decay_steps": (integer, 0, "decay length in steps after warm-up (0 = to the end of training)"),
     "scheduler": (scheduler_name, "constant", "constant | cosine_decay | polynomial_decay (MindONE's "
                                               "multi_step_decay: constant, as its script passes no milestones)"),
     "optim": (str, "adamw", "adamw | adam | momentum | sgd"),
     "betas": (float_list, [0.9, 0.999], "Adam betas (beta1, beta2); momentum uses beta1"),
     "adam_eps": (float, 1e-8, "Adam epsilon"),
     "weight_decay": (float, 1e-2, "decoupled weight decay (adamw) or L2 (others)"),
-    "gradient_accumulation_steps": (int, 1, "micro-batches per optimiser step"),
+    "gradient_accumulation_steps": (integer, 1, "micro-batches per optimiser step"),
     "clip_grad": (str2bool, False, "clip gradients by global norm"),
     "max_grad_norm": (float, 1.0, "global norm for clip_grad"),
     "use_ema": (str2bool, False, "keep an exponential moving average of the trained weights"),
@@ -161,11 +181,11 @@ OPTIONS = {
     "amp_dtype": (str, "fp16", "fp16 | bf16 (not on CPU) compute type for amp_level != O0"),
     "init_loss_scale": (float, 65536.0, "initial dynamic loss scale (when the UNet computes in fp16/bf16)"),
     "loss_scale_factor": (float, 2.0, "dynamic loss scale up/down factor"),
-    "scale_window": (int, 1000, "overflow-free steps before the loss scale grows"),
+    "scale_window": (integer, 1000, "overflow-free steps before the loss scale grows"),
     "drop_overflow_update": (str2bool, True, "skip the optimiser step when gradients overflow"),
     # --- LoRA
     "use_lora": (str2bool, False, "train LoRA adapters only (base weights frozen); saves LoRA weights only"),
-    "lora_rank": (int, 4, "LoRA rank"),
+    "lora_rank": (integer, 4, "LoRA rank"),
     "lora_alpha": (float, 0.0, "LoRA alpha (scale = alpha / rank; 0 = rank, i.e. scale 1)"),
     "lora_ft_unet": (str2bool, True, "LoRA on UNet attention to_q/to_k/to_v/to_out"),
     "lora_ft_text_encoder": (str2bool, False, "LoRA on text-encoder attention projections"),
@@ -173,25 +193,25 @@ OPTIONS = {
     "lora_fp16": (str2bool, True, "MindONE: LoRA layers (base projection + adapters) compute in fp16, weights "
                                   "kept fp32, on Ascend/GPU; CPU trains in fp32 (one notice line)"),
     # --- checkpoints, resume, logs
-    "ckpt_save_interval": (int, 1, "save every N epochs (or N steps with step_mode)"),
+    "ckpt_save_interval": (integer, 1, "save every N epochs (or N steps with step_mode)"),
     "step_mode": (str2bool, False, "ckpt_save_interval counts steps, files are sd-{step}.ckpt"),
-    "ckpt_max_keep": (int, 10, "keep only the last N sd-*.ckpt files (0 = all)"),
+    "ckpt_max_keep": (integer, 10, "keep only the last N sd-*.ckpt files (0 = all)"),
     "resume": (str_or_false, False, "True: continue from output_path/ckpt/train_resume.ckpt; or a path"),
-    "log_interval": (int, 1, "write a metrics.csv row every N steps"),
-    "callback_size": (int, 1, "MindONE: log one loss line (epoch, step, loss, lr, step time) every N steps"),
+    "log_interval": (integer, 1, "write a metrics.csv row every N steps"),
+    "callback_size": (integer, 1, "MindONE: log one loss line (epoch, step, loss, lr, step time) every N steps"),
     "log_level": (log_level_name, "logging.INFO", "MindONE: logging.DEBUG | logging.INFO | logging.WARNING | "
                                                   "logging.ERROR (INFO, 20, ... also accepted)"),
     "profile": (str2bool, False, "MindONE: run mindspore.Profiler over the training into output_path/profiler; "
                                  "as in MindONE the run is cut to 3 epochs (max_steps still caps it)"),
     "validation_prompts": (prompt_list, [], "prompts sampled every validation_steps into output_path/validation"),
-    "validation_steps": (int, 0, "sample validation_prompts every N steps (0 = off)"),
+    "validation_steps": (integer, 0, "sample validation_prompts every N steps (0 = off)"),
     "validation_sampler": (str, "ddim", "sampler name for validation images"),
-    "validation_sampling_steps": (int, 20, "sampler steps for validation images"),
+    "validation_sampling_steps": (integer, 20, "sampler steps for validation images"),
     "validation_guidance_scale": (float, 7.5, "classifier-free guidance scale for validation images"),
     # --- runtime
-    "seed": (int, 42, "seed for data order, noise, timesteps, crops, caption dropout"),
+    "seed": (integer, 42, "seed for data order, noise, timesteps, crops, caption dropout"),
     "device_target": (str, "", "CPU | GPU | Ascend (empty = MindSpore's default)"),
-    "mode": (int, 0, "MindONE: 0 = graph (train step compiled with ms.jit), 1 = PyNative (not compiled); "
+    "mode": (integer, 0, "MindONE: 0 = graph (train step compiled with ms.jit), 1 = PyNative (not compiled); "
                      "the step is compiled only when mode is 0 and jit is True"),
     "jit": (str2bool, True, "compile the train step with ms.jit (graph mode); False = PyNative whatever mode says"),
     "use_parallel": (str2bool, False, "data-parallel over all ranks (launch with msrun or mpirun)"),
@@ -213,7 +233,7 @@ OPTIONS = {
                                           "data is read from data_path)"),
     "json_data_path": (str, "mindone/examples/stable_diffusion_v2/ldm/data/num_samples_64_part.json",
                        "MindONE: ModelArts sample-count JSON (used only with enable_modelarts; ignored here)"),
-    "num_workers": (int, 1, "MindONE: number of ModelArts workers (nodes) its data split uses with "
+    "num_workers": (integer, 1, "MindONE: number of ModelArts workers (nodes) its data split uses with "
                             "enable_modelarts; no effect here (each rank reads its shard on the host)"),
 }
 
@@ -229,8 +249,15 @@ CHOICES = {
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A usage mistake (unknown flag, missing value) is one UserError line, not argparse's usage block."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(allow_abbrev=False, description="Fine-tune Stable Diffusion (eps or v objective, LoRA, EMA, resume, data-parallel). "
+    parser = _OneLineParser(allow_abbrev=False, description="Fine-tune Stable Diffusion (eps or v objective, LoRA, EMA, resume, data-parallel). "
                     "Every key of --train_config is also a flag; flags win over the YAML.",
         argument_default=argparse.SUPPRESS)
     parser.add_argument("--train_config", "-c", help="training recipe YAML (configs/train/*.yaml)")
@@ -266,11 +293,9 @@ def read_recipe(path):
     path = repo_path(path)
     if not os.path.isfile(path):
         raise UserError(f"train config not found: {path}")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            raw = yaml.safe_load(f) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"train config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    from ldm.util import safe_load_yaml
+    raw = safe_load_yaml(path)      # duplicate keys and non-UTF-8 bytes are one error line too
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise UserError(f"train config {path} does not hold a mapping")
     unknown = sorted(k for k in raw if k not in OPTIONS)
@@ -301,38 +326,26 @@ def parse_config(argv=None):
 
 
 def validate(cfg):
-    """Checks that need several keys, or the file system; each failure is one clear line."""
+    """Everything that can be checked before a model is built or the output folder exists; each failure
+    is one clear line (see ldm.train.checks for the numeric domains)."""
+    from ldm.train.checks import check_domains, check_image_size
     if not cfg.model_config:
         raise UserError("model_config is required (e.g. --model_config configs/tiny-v2-vpred.yaml)")
     if not os.path.isfile(cfg.model_config):
         raise UserError(f"model_config not found: {cfg.model_config}")
+    check_domains(cfg)
     if not cfg.data_path:
         raise UserError("data_path is required (a folder with images and img_txt.csv)")
     for path in cfg.data_path:
         if not os.path.isdir(path):
             raise UserError(f"data_path not found: {path}")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise UserError(f"data_path is not readable: {path}")
+    check_output_path(cfg.output_path)
     if cfg.pretrained_model_path and not os.path.isfile(cfg.pretrained_model_path):
         raise UserError(f"pretrained_model_path not found: {cfg.pretrained_model_path}")
-    positive = ("image_size", "train_batch_size", "gradient_accumulation_steps", "lora_rank", "log_interval",
-                "callback_size", "num_workers")
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise UserError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.epochs < 1 and cfg.max_steps < 1:
-        raise UserError("set epochs >= 1 or max_steps >= 1")
-    if not 0.0 <= cfg.drop_text_prob <= 1.0:
-        raise UserError(f"drop_text_prob must be in [0, 1], got {cfg.drop_text_prob}")
-    if len(cfg.betas) != 2:
-        raise UserError(f"betas needs two values, got {cfg.betas}")
-    if cfg.snr_gamma < 0:
-        raise UserError(f"snr_gamma must be >= 0, got {cfg.snr_gamma}")
-    if cfg.ckpt_save_interval < 1:
-        raise UserError(f"ckpt_save_interval must be >= 1, got {cfg.ckpt_save_interval}")
     if cfg.use_lora and not (cfg.lora_ft_unet or cfg.lora_ft_text_encoder):
         raise UserError("use_lora needs lora_ft_unet and/or lora_ft_text_encoder")
-    for name in ("min_image_size", "image_filter_size"):
-        if getattr(cfg, name) < 0:
-            raise UserError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.custom_text_encoder and not os.path.isfile(cfg.custom_text_encoder):
         raise UserError(f"custom_text_encoder not found: {cfg.custom_text_encoder}")
     if isinstance(cfg.resume, str) and not os.path.isfile(cfg.resume):
@@ -340,6 +353,23 @@ def validate(cfg):
     if cfg.validation_steps and not cfg.validation_prompts:
         raise UserError("validation_steps is set but validation_prompts is empty")
     from ldm.diffusion.samplers import SAMPLER_NAMES
-    if cfg.validation_steps and cfg.validation_sampler not in SAMPLER_NAMES:
+    if cfg.validation_sampler not in SAMPLER_NAMES:      # checked even when validation is off: a typo
         raise UserError(f"validation_sampler {cfg.validation_sampler!r} is not a sampler; choose one of "
                         f"{', '.join(SAMPLER_NAMES)}")
+    from ldm.util import load_config
+    check_image_size(cfg.image_size, load_config(cfg.model_config), cfg.model_config)
+
+
+def check_output_path(path):
+    """output_path must be a folder or creatable as one: its nearest existing ancestor is a writable
+    folder (a regular file on the way is one line here, not an OSError deep in the run)."""
+    if not path:
+        raise UserError("output_path is empty")
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        what = "is a file" if probe == os.path.abspath(path) else f"is below a file ({probe})"
+        raise UserError(f"output_path {path} {what}: give a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"output_path {path}: {probe} is not writable")

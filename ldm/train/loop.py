@@ -5,9 +5,12 @@ state saved in ``train_resume.ckpt`` is everything the loop carries, so a resume
 uninterrupted one and N ranks reproduce one process with an N-times larger batch.
 """
 import contextlib
+import glob
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import mindspore as ms
@@ -31,6 +34,20 @@ from ldm.train.validation import write_validation_images
 from ldm.util import load_config, model_params, model_section, part_params
 
 _log = logging.getLogger("ldm.train")
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights became NaN/inf in a step no loss scaler skipped."""
+
+
+def nonfinite_count(params):
+    """How many of ``params`` hold a NaN or inf (float tensors only)."""
+    bad = 0
+    for p in params:
+        arr = p.asnumpy()
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad += 1
+    return bad
 
 
 # ---------------------------------------------------------------- runtime
@@ -156,12 +173,8 @@ class TrainRun:
             if self.is_main:
                 _log.info("profile: training cut to %d epochs as MindONE does", mindone_flags.PROFILE_EPOCHS)
             cfg.epochs = mindone_flags.PROFILE_EPOCHS
-        flip = cfg.random_crop if cfg.random_flip is None else cfg.random_flip  # MindONE: crop comes with flip
-        self.dataset = ImageCaptionDataset(cfg.data_path, cfg.image_size, cfg.random_crop, flip,
-                                           cfg.image_filter_size or cfg.min_image_size, cfg.drop_text_prob, cfg.seed,
-                                           filter_small=cfg.filter_small_size,
-                                           replace_skipped_images=cfg.replace_small_images)
-        self.model, model_config = build_training_model(cfg)
+        self.dataset = self.build_dataset()
+        self.model, model_config = self.build_model()
         self.model.set_train(False)  # no dropout: training here is deterministic given the seed
         self.spec = self.model.spec          # what this run trains for; recorded in every checkpoint
         self.schedule = self.spec.schedule
@@ -171,7 +184,7 @@ class TrainRun:
             raise UserError("validation_steps needs a sampling function: call train(cfg, make_sampler=...) "
                             "(train_text_to_image.py passes the text-to-image pipeline)")
         self.sample_images = make_sampler(self.model, self.model_config) if cfg.validation_steps else None
-        self.trainable = select_trainable(cfg, self.model)
+        self.trainable = self.select_trainable()
         self.scaler = mindone_flags.replace_scaler(cfg, apply_precision(cfg, self.model))
         self.latent_shape = latent_shape(self.model, self.model_config, cfg.image_size)
         self.micro_per_epoch = steps_per_epoch(len(self.dataset), cfg.train_batch_size, self.world)
@@ -183,13 +196,12 @@ class TrainRun:
         self.total_steps = self.steps_per_epoch * cfg.epochs if cfg.epochs > 0 else cfg.max_steps
         if cfg.max_steps > 0:
             self.total_steps = min(self.total_steps, cfg.max_steps) if cfg.epochs > 0 else cfg.max_steps
-        self.lrs = build_lr_schedule(cfg.scheduler, cfg.start_learning_rate, cfg.end_learning_rate,
-                                     self.total_steps, cfg.warmup_steps, cfg.decay_steps)
+        self.lrs = self.build_lr_schedule()
         self.optimizer = build_optimizer(cfg.optim, self.trainable, cfg.betas, cfg.adam_eps, cfg.weight_decay)
         self.ema = EMA(self.trainable, cfg.ema_decay) if cfg.use_ema else None
         reducer = nn.DistributedGradReducer(self.trainable, mean=True, degree=self.world) \
             if self.world > 1 else None
-        encode_text = bool(cfg.train_text_encoder or (cfg.use_lora and cfg.lora_ft_text_encoder))
+        encode_text = self.encodes_text()
         self.objective = DiffusionObjective(self.model, self.prediction_type, encode_text)
         self.cache = None
         if cfg.cache_latents:
@@ -205,9 +217,34 @@ class TrainRun:
             self.ckpts.save_model_config(self.model_config)
             mindone_flags.write_args_yaml(cfg)
         self.global_step = 0
+        self.last_good = None
         self.resume()
         self.metrics = MetricsLog(cfg.output_path, resume_step=self.global_step if cfg.resume else None) \
             if self.is_main else None
+
+    # ---- what a recipe builds (hooks: ldm.train.textual_inversion overrides them)
+    def build_dataset(self):
+        cfg = self.cfg
+        flip = cfg.random_crop if cfg.random_flip is None else cfg.random_flip  # MindONE: crop comes with flip
+        return ImageCaptionDataset(cfg.data_path, cfg.image_size, cfg.random_crop, flip,
+                                   cfg.image_filter_size or cfg.min_image_size, cfg.drop_text_prob, cfg.seed,
+                                   filter_small=cfg.filter_small_size, replace_skipped_images=cfg.replace_small_images)
+
+    def build_model(self):
+        return build_training_model(self.cfg)
+
+    def select_trainable(self):
+        return select_trainable(self.cfg, self.model)
+
+    def encodes_text(self):
+        """Whether the text encoder runs inside the differentiated step (something in it trains)."""
+        cfg = self.cfg
+        return bool(cfg.train_text_encoder or (cfg.use_lora and cfg.lora_ft_text_encoder))
+
+    def build_lr_schedule(self):
+        cfg = self.cfg
+        return build_lr_schedule(cfg.scheduler, cfg.start_learning_rate, cfg.end_learning_rate,
+                                 self.total_steps, cfg.warmup_steps, cfg.decay_steps)
 
     # ---- state
     def state_params(self):
@@ -239,16 +276,28 @@ class TrainRun:
             _log.warning("resume: saved with %s ranks, continuing with %s (data order changes)",
                          meta.get("world_size"), self.world)
         self.global_step = int(meta.get("global_step", 0))
+        self.last_good = path
         if self.is_main:
             _log.info("resumed from %s at step %d", path, self.global_step)
 
     def save(self, tag):
+        """sd-{tag}.ckpt and train_resume.ckpt, only from finite weights (every rank checks, so all stop
+        together): a diverged run leaves the previous files as they were."""
+        bad = nonfinite_count(self.state_params())
+        if bad:
+            self.diverged(f"{bad} of {len(self.state_params())} state tensors not finite")
         if not self.is_main:
             return
         meta = dict(global_step=self.global_step, epoch=self.global_step // self.steps_per_epoch,
                     seed=self.cfg.seed, world_size=self.world)
-        self.save_weights(tag)
+        path = self.save_weights(tag)
         self.ckpts.save_resume(self.state_params(), meta)
+        self.last_good = path
+
+    def diverged(self, what):
+        raise TrainingDiverged(f"training diverged at step {self.global_step} ({what}); last good checkpoint: "
+                               f"{self.last_good or 'none (nothing was saved by this run)'}; lower "
+                               f"start_learning_rate, or use amp loss scaling to skip overflowing steps")
 
     def save_weights(self, tag):
         """sd-{tag}.ckpt (EMA weights as the main weights when use_ema) or sd-{tag}_lora.ckpt."""
@@ -361,9 +410,9 @@ class TrainRun:
     def after_step(self, epoch, loss, lr, step_time, overflow, bar):
         cfg = self.cfg
         step = self.global_step
+        if not math.isfinite(loss) and not overflow:     # a skipped (overflowed) fp16 step is not divergence
+            self.diverged(f"loss {loss}")
         if self.is_main:
-            if not math.isfinite(loss) and not overflow:
-                raise UserError(f"loss became {loss} at step {step}; lower start_learning_rate or enable amp loss scaling")
             if step % cfg.log_interval == 0 or step == self.total_steps:
                 scale = float(self.scaler.scale_value.asnumpy()) if self.scaler is not None else 1.0
                 self.metrics.write(step=step, epoch=epoch, loss=f"{loss:.6f}", lr=f"{lr:.6g}",
@@ -392,7 +441,42 @@ class TrainRun:
                 write_validation_images(self.sample_images, cfg, step)
 
 
+@contextlib.contextmanager
+def no_leftovers(output_path):
+    """On a failed start, remove the output folder this run created if it holds no checkpoint yet (a
+    failed run must not leave an empty or half-made folder that looks like a result); and move the IR
+    dump MindSpore writes into the working folder on a compile error (``rank_N/om/analyze_fail.ir``;
+    neither save_graphs_path nor MS_DEV_SAVE_GRAPHS_PATH moves it in 2.8) to a temporary folder."""
+    created = not os.path.exists(output_path)
+    started = time.time() - 1
+    try:
+        yield
+    except BaseException:
+        ckpt_dir = os.path.join(output_path, "ckpt")
+        has_ckpt = os.path.isdir(ckpt_dir) and any(n.endswith(".ckpt") for n in os.listdir(ckpt_dir))
+        if created and os.path.isdir(output_path) and not has_ckpt:
+            shutil.rmtree(output_path, ignore_errors=True)
+        move_ir_dumps(started)
+        raise
+
+
+def move_ir_dumps(since):
+    """Move ``rank_*/om/*.ir`` files written after ``since`` out of the working folder; returns where."""
+    dumps = [p for p in glob.glob(os.path.join("rank_*", "om", "*.ir")) if os.path.getmtime(p) >= since]
+    if not dumps:
+        return None
+    target = tempfile.mkdtemp(prefix="msd-vpred-ir-")
+    for path in dumps:
+        shutil.move(path, os.path.join(target, os.path.basename(path)))
+        for folder in (os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)                    # only when now empty
+    _log.warning("MindSpore's IR dump of the failed compile moved to %s", target)
+    return target
+
+
 def train(cfg, make_sampler=None):
     """Run a parsed recipe (ldm.train.config.parse_config). Returns a summary dict.
     ``make_sampler``: see :class:`TrainRun` (needed only with validation_steps)."""
-    return TrainRun(cfg, make_sampler).run()
+    with no_leftovers(cfg.output_path):
+        return TrainRun(cfg, make_sampler).run()

@@ -1,0 +1,124 @@
+"""Bad inputs to train_text_to_image.py: each is exit 2 and one stderr line naming the problem, no
+traceback, and no output that looks like a result (no checkpoint, no empty output folder). All cases run
+in one child interpreter (tests/cli_table.py); the setups live in tests/cli_setups.py (train_*)."""
+import pytest
+
+from tests.cli_table import failures, run_table
+
+SCRIPT = "train_text_to_image.py"
+BASE = ["--model_config", "{tmp}/standin.yaml", "--data_path", "{tmp}/data", "--output_path", "{tmp}/out",
+        "--image_size", "32", "--train_batch_size", "2", "--max_steps", "1", "--jit", "False",
+        "--show_progress", "False"]
+RECIPE = ["-c", "configs/train/train_config_tiny_vpred.yaml", "--max_steps", "1", "--train_batch_size", "2",
+          "--output_path", "{tmp}/out", "--data_path", "{tmp}/data", "--jit", "False", "--show_progress", "False"]
+NO_OUTPUT = ["{tmp}/out"]
+QUIET = ["--log_level", "logging.ERROR"]
+
+
+def case(name, extra, expect, setup="train_ok", base=BASE, absent=NO_OUTPUT):
+    return dict(name=name, script=SCRIPT, argv=list(base) + list(extra), expect=expect, setup=setup,
+                absent=list(absent))
+
+
+# (flag, bad value, expected text): numeric domains, checked before anything is built
+FLAG_CASES = [
+    ("start_learning_rate", "nan", "start_learning_rate must be a finite number"),
+    ("start_learning_rate", "inf", "start_learning_rate must be a finite number"),
+    ("start_learning_rate", "0", "start_learning_rate must be > 0"),
+    ("start_learning_rate", "-1e-4", "start_learning_rate must be > 0"),
+    ("end_learning_rate", "-1", "end_learning_rate must be >= 0"),
+    ("end_learning_rate", "nan", "end_learning_rate must be a finite number"),
+    ("train_batch_size", "0", "train_batch_size must be >= 1"),
+    ("train_batch_size", "2.5", "bad value for train_batch_size"),
+    ("max_steps", "-3", "max_steps must be >= 1"),
+    ("epochs", "-1", "epochs must be >= 1"),
+    ("image_size", "0", "image_size must be >= 1"),
+    ("image_size", "abc", "bad value for image_size"),
+    ("ema_decay", "1", "ema_decay must be in [0, 1)"),
+    ("ema_decay", "-0.1", "ema_decay must be in [0, 1)"),
+    ("snr_gamma", "-5", "snr_gamma must be > 0"),
+    ("snr_gamma", "inf", "snr_gamma must be a finite number"),
+    ("noise_offset", "nan", "noise_offset must be a finite number"),
+    ("drop_text_prob", "1.5", "drop_text_prob must be in [0, 1]"),
+    ("drop_text_prob", "nan", "drop_text_prob must be a finite number"),
+    ("init_loss_scale", "0", "init_loss_scale must be > 0"),
+    ("loss_scale_factor", "-2", "loss_scale_factor must be >= 1"),
+    ("scale_window", "0", "scale_window must be >= 1"),
+    ("gradient_accumulation_steps", "0", "gradient_accumulation_steps must be >= 1"),
+    ("adam_eps", "0", "adam_eps must be > 0"),
+    ("weight_decay", "-0.01", "weight_decay must be >= 0"),
+    ("max_grad_norm", "0", "max_grad_norm must be > 0"),
+    ("betas", "0.9,1.5", "betas must be two numbers in [0, 1)"),
+    ("betas", "0.9", "betas needs two values"),
+    ("warmup_steps", "-1", "warmup_steps must be >= 0"),
+    ("lora_rank", "0", "lora_rank must be >= 1"),
+    ("lora_alpha", "-1", "lora_alpha must be >= 0"),
+    ("lora_scale", "nan", "lora_scale must be a finite number"),
+    ("ckpt_save_interval", "0", "ckpt_save_interval must be >= 1"),
+    ("ckpt_max_keep", "-1", "ckpt_max_keep must be >= 0"),
+    ("log_interval", "0", "log_interval must be >= 1"),
+    ("seed", "-1", "seed must be in [0, 2**63)"),
+    ("validation_sampling_steps", "0", "validation_sampling_steps must be >= 1"),
+    ("validation_guidance_scale", "nan", "validation_guidance_scale must be a finite number"),
+    ("min_image_size", "-1", "min_image_size must be >= 0"),
+    ("scheduler", "linear", "scheduler must be one of"),
+    ("optim", "lion", "optim must be one of"),
+]
+
+CASES = [case(f"--{flag} {value}", [f"--{flag}={value}"], expect) for flag, value, expect in FLAG_CASES] + [
+    case("epochs 0 without max_steps", ["--epochs", "0", "--max_steps", "0"], "set epochs >= 1 or max_steps >= 1"),
+    case("validation sampler bogus (validation off)", ["--validation_sampler", "bogus"],
+         "validation_sampler 'bogus' is not a sampler"),
+    case("recipe: validation sampler bogus", ["--validation_sampler", "bogus", "--validation_steps", "1"],
+         "validation_sampler 'bogus'", base=RECIPE),
+    case("validation_steps without prompts", ["--validation_steps", "1"], "validation_prompts is empty"),
+    case("recipe: image_size 30", ["--image_size", "30"], "must be a multiple of 4", base=RECIPE),
+    case("tiny-v2: image_size 34", ["--model_config", "configs/tiny-v2.yaml", "--image_size", "34"],
+         "must be a multiple of 4"),
+    case("LoRA without targets", ["--use_lora", "True", "--lora_ft_unet", "False"], "use_lora needs"),
+    case("model config missing", ["--model_config", "{tmp}/nope.yaml"], "model_config not found"),
+    case("data path missing", ["--data_path", "{tmp}/nodata"], "data_path not found"),
+    case("pretrained weights missing", ["--pretrained_model_path", "{tmp}/w.ckpt"], "pretrained_model_path not found"),
+    case("resume file missing", ["--resume", "{tmp}/r.ckpt"], "resume checkpoint not found"),
+    case("unknown flag", ["--learning_rate", "1"], "unrecognized arguments"),
+    case("non-UTF-8 img_txt.csv", [], "img_txt.csv line 2 is not UTF-8", setup="train_csv_not_utf8"),
+    case("ragged CSV row: too many fields", [], "img_txt.csv line 3: 3 field(s)", setup="train_csv_too_many_fields"),
+    case("ragged CSV row: too few fields", [], "img_txt.csv line 3: 1 field(s)", setup="train_csv_too_few_fields"),
+    case("CSV without text column", [], "lacks column(s) text", setup="train_csv_no_text_column"),
+    case("CSV header only", [], "no usable images", setup="train_csv_header_only"),
+    case("CSV names missing images", [], "2 missing", setup="train_csv_missing_images"),
+    case("no img_txt.csv", [], "img_txt.csv not found", setup="train_no_csv"),
+    case("only a truncated JPEG", [], "1 corrupt or truncated", setup="train_only_truncated_jpeg"),
+    case("only too small images", [], "too small", setup="train_only_small_images"),
+    case("recipe with a duplicate key", ["-c", "{tmp}/recipe.yaml"], "duplicate key 'epochs'",
+         setup="train_recipe_duplicate_key"),
+    case("recipe not UTF-8", ["-c", "{tmp}/recipe.yaml"], "is not UTF-8", setup="train_recipe_not_utf8"),
+    case("recipe unknown key", ["-c", "{tmp}/recipe.yaml"], "unknown key(s) learning_rate",
+         setup="train_recipe_unknown_key"),
+    case("recipe not a mapping", ["-c", "{tmp}/recipe.yaml"], "does not hold a mapping",
+         setup="train_recipe_not_mapping"),
+    case("output path is a file", [], "is a file", setup="train_output_is_file", absent=["{tmp}/out/ckpt"]),
+    case("output path below a file", ["--output_path", "{tmp}/out/run1"], "is below a file",
+         setup="train_output_is_file", absent=["{tmp}/out/run1"]),
+    case("read-only file system", QUIET, "Read-only file system", setup="train_read_only"),
+    # these fail after training started: INFO lines are off so the error is the only stderr line
+    case("disk full at the first checkpoint", QUIET, "No space left on device", setup="train_disk_full"),
+    case("learning rate inf in float32", ["--start_learning_rate", "1e39"], "start_learning_rate must be a finite"),
+    case("huge learning rate: step 2 loss overflows", QUIET + ["--start_learning_rate", "1e38", "--max_steps", "2"],
+         "training diverged at step 2 (loss"),
+    case("huge noise offset: loss overflows", QUIET + ["--noise_offset", "1e38"],
+         "training diverged at step 1 (loss"),
+    case("recipe: NaN learning rate", ["--start_learning_rate", "nan"], "start_learning_rate must be a finite",
+         base=RECIPE),
+]
+
+
+@pytest.fixture(scope="module")
+def results():
+    return run_table(CASES)
+
+
+def test_every_bad_input_is_one_line_and_exit_2(results):
+    assert len(CASES) >= 40
+    assert failures(CASES, results) == []
+
