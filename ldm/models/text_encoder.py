@@ -118,10 +118,14 @@ class TextEncoder(nn.Cell):
         self.transformer_layer = Transformer(width, layers, heads, context_length, epsilon,
                                              use_quick_gelu, dtype)
         self.ln_final = LayerNorm32((width,), epsilon=epsilon)
+        self.added_embeddings = None   # textual inversion rows after the vocabulary (ldm.models.textual_inversion)
 
     def construct(self, ids):
         length = ids.shape[1]
-        x = ops.gather(self.embedding_table, ids, 0) + self.positional_embedding[:length]
+        table = self.embedding_table
+        if self.added_embeddings is not None:  # a separate Parameter, so only these rows can train
+            table = ops.concat((table, self.added_embeddings.astype(table.dtype)), 0)
+        x = ops.gather(table, ids, 0) + self.positional_embedding[:length]
         x = self.transformer_layer(x.astype(self.dtype))
         return self.ln_final(x)
 

@@ -5,6 +5,10 @@ unescaped twice, runs of whitespace collapsed, lower-cased. Words are split with
 word's UTF-8 bytes are mapped to printable unicode characters and merged with the BPE ranks from
 ``bpe_simple_vocab_16e6.txt.gz``; the last symbol of a word carries ``</w>``.
 
+Added tokens (textual inversion placeholders, :meth:`CLIPTokenizer.add_tokens`) take the ids after the
+vocabulary, in order, and are matched whole in the cleaned text before BPE (longest first), so BPE
+never splits them, as Hugging Face's added tokens behave.
+
 A prompt becomes ``[SOT] + ids + [EOT]`` cut to ``context_length`` (the EOT stays last) and padded
 with EOT (SD 1.x, as transformers' CLIPTokenizer in SD1 pipelines) or 0 (SD 2.x, as open_clip).
 """
@@ -98,6 +102,27 @@ class CLIPTokenizer:
         pad = resolve_pad_token(pad_token)
         self.pad_id = self.eot_id if pad == "eot" else pad
         self._cache = {SOT_TOKEN: SOT_TOKEN, EOT_TOKEN: EOT_TOKEN}
+        self.added_tokens = {}          # cleaned token text -> id (>= the BPE vocabulary size)
+        self._added_pattern = None
+
+    def add_tokens(self, tokens):
+        """Give each of ``tokens`` (strings, matched after the same cleaning as prompts) the next free id.
+        A token that is already a vocabulary symbol or an added token is an error. Returns the ids."""
+        ids = []
+        for token in tokens:
+            key = clean_text(token)
+            if not key or " " in key:
+                raise UserError(f"added token {token!r} must be one word without spaces")
+            if key in self.added_tokens or key in self.encoder or key + "</w>" in self.encoder:
+                raise UserError(f"the tokenizer already contains the token {token!r}; choose another placeholder")
+            new_id = len(self.encoder) + len(self.added_tokens)
+            self.added_tokens[key] = new_id
+            self.decoder[new_id] = "".join(self.byte_encoder[b] for b in key.encode("utf-8")) + "</w>"
+            ids.append(new_id)
+        longest_first = sorted(self.added_tokens, key=len, reverse=True)
+        self._added_pattern = regex.compile("(" + "|".join(regex.escape(t) for t in longest_first) + ")")
+        self.vocab_size = len(self.encoder) + len(self.added_tokens)
+        return ids
 
     @staticmethod
     def _read_merges(path):
@@ -140,8 +165,17 @@ class CLIPTokenizer:
 
     def encode(self, text):
         """Token ids of ``text`` without SOT/EOT and without truncation."""
+        text = clean_text(text)
+        if self._added_pattern is None:
+            return self._encode_bpe(text)
         ids = []
-        for word in WORD_PATTERN.findall(clean_text(text)):
+        for k, piece in enumerate(self._added_pattern.split(text)):
+            ids.extend([self.added_tokens[piece]] if k % 2 else self._encode_bpe(piece))
+        return ids
+
+    def _encode_bpe(self, text):
+        ids = []
+        for word in WORD_PATTERN.findall(text):
             mapped = "".join(self.byte_encoder[b] for b in word.encode("utf-8"))
             ids.extend(self.encoder[s] for s in self.bpe(mapped).split(" "))
         return ids
