@@ -60,6 +60,7 @@ TI_OPTIONS = {
                                                    "overflowed (False: skip it; sets drop_overflow_update)"),
     "sample_batch_size": (base.integer, 4, "MindONE: accepted, unused (its script samples nothing)"),
     "jit_level": (str, "O2", "MindONE: graph kernel level O0 | O1 | O2; recorded only (CPU compiles with ms.jit)"),
+    "epochs": (base.integer, 10, "MindONE: accepted; max_steps decides the length (MindONE's recipes always set it)"),
 }
 # MindONE's train_textual_inversion.py defaults where they differ from train_text_to_image.py's
 TI_DEFAULTS = dict(model_config="configs/v1-train-textual-inversion.yaml", random_crop=True, image_filter_size=256,
@@ -68,7 +69,7 @@ TI_DEFAULTS = dict(model_config="configs/v1-train-textual-inversion.yaml", rando
                    scale_window=200, ckpt_save_interval=600, version="1.5", drop_text_prob=0.0)
 # keys of train_text_to_image.py that have no meaning here (the data and the trained part are fixed)
 NOT_TI = ("data_path", "use_lora", "lora_rank", "lora_alpha", "lora_ft_unet", "lora_ft_text_encoder", "lora_scale",
-          "lora_fp16", "train_text_encoder", "drop_text_prob", "cache_latents", "step_mode")
+          "lora_fp16", "train_text_encoder", "drop_text_prob", "cache_latents", "step_mode", "drop_overflow_update")
 # MindONE's TI model YAMLs -> ours (same networks; the TI part is built here, not by the YAML)
 MODEL_ALIASES = {"configs/v1-train-textual-inversion.yaml": "configs/v1-train.yaml",
                  "configs/v2-train-textual-inversion.yaml": "configs/v2-train.yaml"}
