@@ -113,8 +113,12 @@ def test_v2_files_load_back_to_identical_embeddings_and_images(trained_v2, tmp_p
         np.testing.assert_array_equal(ti.added_embeddings(pipe.model).asnumpy(), rows)
         prompt = concept.expand("a photo of a <cat-toy>")
         ids = pipe.model.tokenize([prompt])
+        np.testing.assert_array_equal(pipe.model.tokenize(["a photo of a <cat-toy>"]), ids)  # the tokenizer expands
+        assert list(ids[0, 5:8]) == [49408, 49409, 49410]
         conds.append(pipe.model.get_learned_conditioning(ms.Tensor(ids.astype(np.int32))).asnumpy())
-        images.append(pipe.generate(prompt, width=32, height=32, steps=2, sampler="ddim", scale=3.0, seed=0).images)
+        result = pipe.generate("a photo of a <cat-toy>", width=32, height=32, steps=2, sampler="ddim", scale=3.0,
+                               seed=0)
+        images.append(result.images)
     for other in images[1:]:
         np.testing.assert_array_equal(other, images[0])
     plain = Text2ImagePipeline.from_config(config, str(base), compile=False)

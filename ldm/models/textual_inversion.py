@@ -7,7 +7,9 @@ lookup. Training therefore gives gradients and optimiser state to those rows onl
 is never written (MindONE resizes the whole table, trains it and copies the old rows back every step).
 
 Names follow MindONE's ``TextualInversionManager``: ``num_vectors`` tokens ``<tok>``, ``<tok>_1``, ...;
-a prompt's ``<tok>`` becomes ``"<tok> <tok>_1 ..."`` unless that joined string is already in it.
+a prompt's ``<tok>`` becomes ``"<tok> <tok>_1 ..."`` unless that joined string is already in it. Adding
+the tokens registers that rule with the model's tokenizer, so every prompt it encodes is expanded
+(pipeline, text_to_image.py, validation images) while manifests keep the prompt as written.
 
 Files (what :func:`read_embedding_file` accepts, sniffed by content):
 - MindONE ``*_ti.ckpt``: ``cond_stage_model.transformer.embedding_table`` = the new rows
@@ -17,6 +19,7 @@ Files (what :func:`read_embedding_file` accepts, sniffed by content):
 - A1111 ``.pt``: ``{"string_to_param": {"*": [n, dim]}, "name": ...}``; the token is ``name``
   (else the file name), as diffusers' ``load_textual_inversion`` reads it.
 """
+import functools
 import logging
 import os
 
@@ -41,15 +44,18 @@ def placeholder_tokens(placeholder_token, num_vectors):
     return [placeholder_token] + [f"{placeholder_token}_{i}" for i in range(1, num_vectors)]
 
 
-def expand_prompt(prompt, placeholder_token, num_vectors):
+def expand_prompt(prompt, placeholder_token, num_vectors, warn=True):
     """MindONE's ``manage_prompt``: replace every ``placeholder_token`` by the joined tokens unless
-    the joined string is already present; a prompt without the token is returned as is (warning)."""
+    the joined string is already present; a prompt without the token is returned as is (a warning
+    with ``warn``)."""
     joined = " ".join(placeholder_tokens(placeholder_token, num_vectors))
     if joined in prompt:
         return prompt
     if placeholder_token in prompt:
         return prompt.replace(placeholder_token, joined)
-    _log.warning("the placeholder token %s should be in the text prompt, but is not: %r", placeholder_token, prompt)
+    if warn:
+        _log.warning("the placeholder token %s should be in the text prompt, but is not: %r",
+                     placeholder_token, prompt)
     return prompt
 
 
@@ -88,6 +94,9 @@ def add_placeholder_tokens(model, placeholder_token, rows):
                         f"{tokenizer.vocab_size} tokens; cannot place new tokens after both")
     tokens = placeholder_tokens(placeholder_token, rows.shape[0])
     tokenizer.add_tokens(tokens)
+    # every prompt the model tokenizes gets MindONE's expansion (pipeline, CLI, validation, training captions)
+    tokenizer.prompt_filters.append(functools.partial(expand_prompt, placeholder_token=placeholder_token,
+                                                      num_vectors=rows.shape[0], warn=False))
     tower.added_embeddings = ms.Parameter(ms.Tensor(rows), name=ADDED_NAME, requires_grad=False)
     return tokens
 
@@ -156,8 +165,8 @@ def read_embedding_file(path):
 
 
 class TextualInversion:
-    """A loaded concept: its placeholder, tokens, and the prompt rule. Returned by
-    :func:`load_textual_inversion`; ``expand(prompt)`` is MindONE's ``manage_prompt``."""
+    """A loaded concept: its placeholder and tokens. Returned by :func:`load_textual_inversion`;
+    ``expand(prompt)`` is MindONE's ``manage_prompt`` (the model's tokenizer already applies it)."""
 
     def __init__(self, placeholder_token, num_vectors):
         self.placeholder_token = placeholder_token

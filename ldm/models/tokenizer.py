@@ -7,7 +7,8 @@ word's UTF-8 bytes are mapped to printable unicode characters and merged with th
 
 Added tokens (textual inversion placeholders, :meth:`CLIPTokenizer.add_tokens`) take the ids after the
 vocabulary, in order, and are matched whole in the cleaned text before BPE (longest first), so BPE
-never splits them, as Hugging Face's added tokens behave.
+never splits them, as Hugging Face's added tokens behave. ``prompt_filters`` rewrite each prompt first
+(ldm.models.textual_inversion registers its placeholder expansion there, so every caller gets it).
 
 A prompt becomes ``[SOT] + ids + [EOT]`` cut to ``context_length`` (the EOT stays last) and padded
 with EOT (SD 1.x, as transformers' CLIPTokenizer in SD1 pipelines) or 0 (SD 2.x, as open_clip).
@@ -104,6 +105,7 @@ class CLIPTokenizer:
         self._cache = {SOT_TOKEN: SOT_TOKEN, EOT_TOKEN: EOT_TOKEN}
         self.added_tokens = {}          # cleaned token text -> id (>= the BPE vocabulary size)
         self._added_pattern = None
+        self.prompt_filters = []        # str -> str, applied to each prompt before cleaning (TI expansion)
 
     def add_tokens(self, tokens):
         """Give each of ``tokens`` (strings, matched after the same cleaning as prompts) the next free id.
@@ -165,6 +167,8 @@ class CLIPTokenizer:
 
     def encode(self, text):
         """Token ids of ``text`` without SOT/EOT and without truncation."""
+        for rewrite in self.prompt_filters:
+            text = rewrite(text)
         text = clean_text(text)
         if self._added_pattern is None:
             return self._encode_bpe(text)

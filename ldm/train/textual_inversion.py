@@ -264,6 +264,8 @@ class TextualInversionRun(TrainRun):
 
 
 def train_textual_inversion(cfg, make_sampler=None):
-    """Run a parsed TI recipe (:func:`parse_config`). Returns the summary dict of TrainRun.run."""
+    """Run a parsed TI recipe (:func:`parse_config`). Returns the summary dict of TrainRun.run.
+    ``make_sampler``: as for :class:`TrainRun` (validation images; the model's tokenizer expands the
+    placeholder in their prompts)."""
     with no_leftovers(cfg.output_path):
         return TextualInversionRun(cfg, make_sampler).run()
