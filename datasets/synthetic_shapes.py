@@ -8,6 +8,7 @@ generated image follows its prompt (right colour in the right region).
     python datasets/synthetic_shapes.py --output_path datasets/shapes --num_train 400 --num_test 40
 """
 import csv
+import io
 import os
 import random
 import sys
@@ -18,7 +19,7 @@ from PIL import Image, ImageDraw
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ldm.cli_args import OneLineParser, output_folder, positive_int  # noqa: E402
+from ldm.cli_args import OneLineParser, output_folder, positive_int, write_text_atomic  # noqa: E402
 from ldm.errors import UserError, run_cli  # noqa: E402
 
 COLOURS = {
@@ -94,12 +95,11 @@ def write_split(folder, samples, size):
         name = f"{i:05d}.png"
         draw(*spec, size=size).save(os.path.join(folder, name))
         rows.append((name, caption(*spec)))
-    tmp = os.path.join(folder, "img_txt.csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["dir", "text"])
-        writer.writerows(rows)
-    os.replace(tmp, os.path.join(folder, "img_txt.csv"))
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["dir", "text"])
+    writer.writerows(rows)
+    write_text_atomic(os.path.join(folder, "img_txt.csv"), table.getvalue(), newline="")
     return [text for _, text in rows]
 
 
@@ -116,8 +116,7 @@ def make_dataset(output_path, num_train=400, num_test=40, size=64, seed=0):
     train_specs = [rng.choice(combos) for _ in range(num_train)]
     write_split(os.path.join(output_path, "train"), train_specs, size)
     test_prompts = write_split(os.path.join(output_path, "test"), test_specs, size)
-    with open(os.path.join(output_path, "test_prompts.txt"), "w", encoding="utf-8") as f:
-        f.write("\n".join(test_prompts) + "\n")
+    write_text_atomic(os.path.join(output_path, "test_prompts.txt"), "\n".join(test_prompts) + "\n")
     return output_path
 
 

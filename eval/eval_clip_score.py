@@ -9,6 +9,7 @@ Per-image scores go to a CSV (default: <image_path>/clip_scores.csv).
 """
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ldm.cli_args import OneLineParser, output_file, positive_int  # noqa: E402
+from ldm.cli_args import OneLineParser, output_file, positive_int, write_text_atomic  # noqa: E402
 from ldm.errors import UserError, run_cli  # noqa: E402
 
 MODEL_NAMES = ("ViT-B/32", "ViT-B/16", "ViT-L/14")
@@ -57,11 +58,12 @@ def compute_clip_score(image_path, prompt, checkpoint, model_name=None, batch_si
     scorer = CLIPScorer(load_clip(checkpoint, model_name, weights))
     res = scorer.score(pairs, batch_size)
     output_csv = output_csv or os.path.join(image_path, "clip_scores.csv")
-    with open(output_csv, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "prompt", "clip_score"])
-        for (img, text), score in zip(pairs, res["per_pair"]):
-            writer.writerow([os.path.relpath(img, image_path), text, f"{score:.6f}"])
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["image", "prompt", "clip_score"])
+    for (img, text), score in zip(pairs, res["per_pair"]):
+        writer.writerow([os.path.relpath(img, image_path), text, f"{score:.6f}"])
+    write_text_atomic(output_csv, table.getvalue(), newline="")
     return {"clip_score": res["clip_score"], "n": res["n"], "csv": output_csv,
             "per_pair": res["per_pair"].tolist(), "checkpoint": checkpoint}
 
@@ -82,10 +84,9 @@ def main(argv=None):
     ms.set_device(args.device)
     res = compute_clip_score(args.image_path, args.prompt, args.load_checkpoint, args.model_name,
                              args.batch_size, args.output_csv, weights)
-    print(f"CLIP score: {res['clip_score']:.4f}  (N={res['n']}; per-image scores in {res['csv']})")
     if args.output_json:
-        with open(args.output_json, "w", encoding="utf-8") as f:
-            json.dump({k: v for k, v in res.items() if k != "per_pair"}, f, indent=1)
+        write_text_atomic(args.output_json, json.dumps({k: v for k, v in res.items() if k != "per_pair"}, indent=1))
+    print(f"CLIP score: {res['clip_score']:.4f}  (N={res['n']}; per-image scores in {res['csv']})")
     return 0
 
 

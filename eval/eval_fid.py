@@ -14,7 +14,7 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ldm.cli_args import OneLineParser, output_file, positive_int  # noqa: E402
+from ldm.cli_args import OneLineParser, output_file, positive_int, write_text_atomic  # noqa: E402
 from ldm.errors import UserError, run_cli  # noqa: E402
 
 
@@ -105,14 +105,13 @@ def main(argv=None):
     ms.set_device(args.device)
     res = compute_fid(args.real_dir, args.gen_dir, args.ckpt_path, args.batch_size, args.kid, args.kid_subsets,
                       args.kid_subset_size, args.seed, args.cache_dir, not args.no_cache, args.fid_method)
+    if args.output_json:  # written before the summary is printed: a full disk is the only message
+        write_text_atomic(args.output_json, json.dumps(res, indent=1))
     print(f"FID: {res['fid']:.4f}  (N_real={res['n_real']}, N_gen={res['n_gen']}; FID is biased upward "
           f"for small N, compare only at equal N)")
     if args.kid:
         print(f"KID: {res['kid_mean']:.6f} +- {res['kid_std']:.6f}  ({res['kid_subsets']} subsets of "
               f"{res['kid_subset_size']})")
-    if args.output_json:
-        with open(args.output_json, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=1)
     return 0
 
 

@@ -82,3 +82,13 @@ def output_file(path, flag):
     if blocker:
         raise UserError(f"{flag} {path}: {blocker} is a file, not a folder")
     return path
+
+
+def write_text_atomic(path, text, newline=None):
+    """Write a result file (JSON, CSV, Markdown) so that a full disk or a kill leaves the old file or
+    none, never a truncated one that looks complete."""
+    from ldm.io.atomic import atomic_path
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
+            f.write(text)
+    return path

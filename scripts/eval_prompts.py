@@ -20,7 +20,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from ldm.cli_args import OneLineParser, output_folder, positive_int  # noqa: E402
+from ldm.cli_args import OneLineParser, output_folder, positive_int, write_text_atomic  # noqa: E402
 from ldm.errors import UserError, run_cli  # noqa: E402
 
 
@@ -155,11 +155,10 @@ def main(argv=None):
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "data_path": args.data_path, "images": images, "n_images": n_images, "manifest": manifest,
             "command": " ".join(command) if command else None}
-    with open(os.path.join(args.output_path, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({"meta": meta, "rows": rows, "results": results}, f, indent=1)
+    write_text_atomic(os.path.join(args.output_path, "results.json"),
+                      json.dumps({"meta": meta, "rows": rows, "results": results}, indent=1))
     table = results_markdown(rows, meta)
-    with open(os.path.join(args.output_path, "results.md"), "w", encoding="utf-8") as f:
-        f.write(table)
+    write_text_atomic(os.path.join(args.output_path, "results.md"), table)
     print(table)
     return 0
 

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets.synthetic_shapes import score_images  # noqa: E402
-from ldm.cli_args import OneLineParser, fraction, output_file  # noqa: E402
+from ldm.cli_args import OneLineParser, fraction, output_file, write_text_atomic  # noqa: E402
 from ldm.errors import UserError, run_cli  # noqa: E402
 from ldm.io.manifest import Manifest  # noqa: E402
 
@@ -34,6 +34,9 @@ def load_pairs(output_path):
         raise UserError(f"{manifest.path} is not UTF-8 text (byte {exc.start})") from exc
     except (TypeError, ValueError) as exc:   # a record whose index / file is not what text_to_image.py writes
         raise UserError(f"{manifest.path}: a record is not a text_to_image.py record ({exc})") from exc
+    if not records:
+        raise UserError(f"{manifest.path} holds no complete record of an existing image (torn, non-UTF-8 "
+                        "or non-JSON lines are skipped)")
     pairs = []
     for _, rec in sorted(records.items()):
         if not isinstance(rec.get("prompt"), str):
@@ -60,12 +63,11 @@ def main(argv=None):
     if args.json_out:
         output_file(args.json_out, "--json_out")
     scores = score_images(load_pairs(args.output_path))
+    if args.json_out:  # before the summary: a full disk must not follow a printed result
+        write_text_atomic(args.json_out, json.dumps(scores, indent=1))
     print(f"prompt following on {scores['n']} images: colour {scores['colour']:.3f}, "
           f"shape {scores['shape']:.3f}, position {scores['position']:.3f}, "
           f"background {scores['background']:.3f}, all four {scores['all']:.3f}")
-    if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as f:
-            json.dump(scores, f, indent=1)
     if scores["colour"] < args.min_colour or scores["shape"] < args.min_shape:
         print(f"below the bound: colour >= {args.min_colour}, shape >= {args.min_shape} required",
               file=sys.stderr)

@@ -96,6 +96,74 @@ def shapes_run_folders(folder):
     _write(os.path.join(folder, "noprompt", "manifest.jsonl"), b'{"index": 0, "file": "0.png"}\n')
 
 
+def _writes_fail_below(root, err, after=0):
+    """From now on, in this interpreter, the (after+1)-th and every later write below ``root`` (open
+    for writing, os.open with a write flag, mkdir, ms.save_checkpoint) raises OSError ``err``: a full
+    disk (ENOSPC) or a read-only file system (EROFS) without needing either. Paths elsewhere (the
+    other cases' folders) are unaffected."""
+    import builtins
+    import errno
+    root = os.path.abspath(root)
+    message = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-only file system"}[err]
+    state = {"left": after}
+    below = lambda p: isinstance(p, (str, bytes, os.PathLike)) and \
+        os.path.abspath(os.fsdecode(p)).startswith(root + os.sep)          # noqa: E731
+    real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+
+    def check(path):
+        if below(path):
+            if state["left"] <= 0:
+                raise OSError(err, message, os.fsdecode(path))
+            state["left"] -= 1
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            check(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def fake_os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            check(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def fake_mkdir(path, *args, **kwargs):
+        if err == errno.EROFS:
+            check(path)
+        return real_mkdir(path, *args, **kwargs)
+    builtins.open, os.open, os.mkdir = fake_open, fake_os_open, fake_mkdir
+    import mindspore as ms
+    real_save = ms.save_checkpoint
+
+    def fake_save(params, name, *args, **kwargs):
+        check(name)
+        return real_save(params, name, *args, **kwargs)
+    ms.save_checkpoint = fake_save
+
+
+def shapes_disk_full(folder):
+    """The disk fills after the two train images and the first temporary CSV."""
+    import errno
+    _writes_fail_below(folder, errno.ENOSPC, after=3)
+
+
+def read_only_folder(folder):
+    import errno
+    _writes_fail_below(folder, errno.EROFS)
+
+
+def scored_run_disk_full(folder):
+    """A text_to_image.py-like run of one synthetic-shapes image, then a full disk."""
+    import errno
+    import json
+    from datasets.synthetic_shapes import caption, draw
+    os.makedirs(os.path.join(folder, "run"))
+    spec = ("circle", "red", "white", "top left")
+    draw(*spec, size=32).save(os.path.join(folder, "run", "0.png"))
+    _write(os.path.join(folder, "run", "manifest.jsonl"),
+           (json.dumps({"index": 0, "file": "0.png", "prompt": caption(*spec)}) + "\n").encode())
+    _writes_fail_below(folder, errno.ENOSPC)
+
+
 # ---- train_text_to_image.py cases (tests/test_train_bad_inputs.py): {tmp}/data + {tmp}/standin.yaml
 def train_ok(folder, n=4, size=32):
     """A usable training setup: ``data/`` with ``n`` RGB PNGs and img_txt.csv, and the stand-in model."""

@@ -110,3 +110,37 @@ def test_lora_training_saves_only_lora_and_freezes_base(tmp_path):
             np.testing.assert_array_equal(p.asnumpy(), base_before[p.name])
     ups = [p for p in lora_parameters(run.model) if "lora_up" in p.name]
     assert any(np.abs(p.asnumpy()).max() > 0 for p in ups)
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.7])
+def test_fractional_scale_matches_numpy_reference(tmp_path, scale):
+    """y = x W^T + b + scale * (alpha / rank) * x (up @ down)^T, computed in numpy from the file's
+    arrays: a scale applied twice (scale**2) or alpha/rank dropped fails here (0 and 1 cannot tell)."""
+    rank, alpha = 3, 4.5
+    model = _build()
+    params = inject_lora(model.diffusion_model, rank=rank, alpha=alpha)
+    _randomise(params, seed=7)
+    path = save_lora(model, str(tmp_path / "l.ckpt"))
+    arrays = {p.name: p.asnumpy().astype(np.float64) for p in params}
+    prefix = "model.diffusion_model.attn1.to_out.0."
+    down, up = arrays[prefix + "lora_down.weight"], arrays[prefix + "lora_up.weight"]
+
+    fresh = _build()
+    layer = fresh.diffusion_model.attn1.to_out[0]
+    w, b = layer.weight.asnumpy().astype(np.float64), layer.bias.asnumpy().astype(np.float64)
+    x = np.random.default_rng(3).standard_normal((5, w.shape[1]))
+    want = x @ (w + scale * (alpha / rank) * up @ down).T + b
+
+    assert load_lora(fresh, path, scale=scale) == 4
+    got = layer(Tensor(x.astype(np.float32))).asnumpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    merge_lora(fresh)       # folding keeps the same scale
+    np.testing.assert_allclose(layer.weight.asnumpy(), w + scale * (alpha / rank) * up @ down, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(layer(Tensor(x.astype(np.float32))).asnumpy(), want, rtol=0, atol=1e-5)
+
+    injected = _build()     # inject_lora's own scale argument follows the same convention
+    inject_lora(injected.diffusion_model, rank=rank, alpha=alpha, scale=scale)
+    target = injected.diffusion_model.attn1.to_out[0]
+    target.lora_down.set_data(Tensor(down.astype(np.float32)))
+    target.lora_up.set_data(Tensor(up.astype(np.float32)))
+    np.testing.assert_allclose(target(Tensor(x.astype(np.float32))).asnumpy(), want, rtol=0, atol=1e-5)
