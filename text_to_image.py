@@ -89,21 +89,28 @@ def build_parser():
     _bool(g, "--use_lora", None, "apply --lora_ckpt_path (MindONE's default False; here default: on when "
           "--lora_ckpt_path is given; True without a LoRA file = the checkpoint already holds the LoRA weights)")
     g.add_argument("--lora_ckpt_path", default=None, help="LoRA-only checkpoint to apply")
-    g.add_argument("--lora_scale", type=float, default=1.0, help="LoRA strength (0 = no effect)")
+    g.add_argument("--lora_scale", type=float, default=1.0, help="LoRA strength, finite, in [-1000, 1000] (0 = no effect)")
     g.add_argument("--lora_rank", type=int, default=None,
                    help="LoRA rank (default: read from the LoRA file; a value that disagrees with it is ignored)")
     _bool(g, "--lora_ft_unet", True, "load the LoRA file's UNet adapters")
     _bool(g, "--lora_ft_text_encoder", False, "load the LoRA file's text-encoder adapters")
     g.add_argument("--ti_ckpt_path", default=None, help="textual inversion checkpoint (not supported yet: an error)")
     g = p.add_argument_group("sampling")
-    g.add_argument("--W", type=int, default=512, help="image width, multiple of 8 (MindONE: 512 for every version)")
-    g.add_argument("--H", type=int, default=512, help="image height, multiple of 8 (use 768 for the -v models)")
-    g.add_argument("--sampling_steps", type=int, default=20, help="number of sampling steps")
+    g.add_argument("--W", type=int, default=512, help="image width: a multiple of the VAE factor times the UNet's "
+                   "downsampling (64 for SD, 8 for the tiny demo model; MindONE: 512 for every version); sizes "
+                   "whose memory estimate exceeds the free memory are refused")
+    g.add_argument("--H", type=int, default=512, help="image height, as --W (use 768 for the -v models)")
+    g.add_argument("--sampling_steps", type=int, default=20,
+                   help="number of sampling steps, 1 .. the model's training timesteps (1000), within the sampler's "
+                        "own limits")
     g.add_argument("--scale", type=float, default=None,
-                   help="classifier-free guidance scale, 1 = off (default: 9 for 2.x, 7.5 for 1.x)")
+                   help="classifier-free guidance scale, any finite value in [-1000, 1000]: 1 = off, 0 = "
+                        "unconditional, below 1 applied as is (diffusers switches guidance off below 1) "
+                        "(default: 9 for 2.x, 7.5 for 1.x)")
     g.add_argument("--guidance_rescale", type=float, default=None,
-                   help="guidance rescale phi (default: 0.7 for a zero-terminal-SNR model, else 0)")
-    g.add_argument("--ddim_eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like)")
+                   help="guidance rescale phi in [0, 1] (default: 0.7 for a zero-terminal-SNR model, else 0)")
+    g.add_argument("--ddim_eta", type=float, default=0.0,
+                   help="DDIM eta in [0, 100] (0 deterministic, 1 DDPM-like; only the DDIM samplers use it)")
     for flag, name in SAMPLER_SWITCHES:
         g.add_argument(f"--{flag}", action="store_true", help=f"MindONE's {flag} sampler ({name})")
     g.add_argument("--sampler", default=None, help="sampler by name (wins over the switches; default "
@@ -114,7 +121,7 @@ def build_parser():
                    help="override the model's zero-terminal-SNR setting (default: what the config or the "
                         "checkpoint's recorded spec says)")
     g = p.add_argument_group("randomness")
-    g.add_argument("--seed", type=int, default=42, help="image i of the run uses seed + i")
+    g.add_argument("--seed", type=int, default=42, help="image i of the run uses seed + i (0 <= seed + i < 2**63)")
     g.add_argument("--fixed_code", action="store_true", help="the same start noise for every batch")
     g.add_argument("--init_latents", default=None, help=".npy unit-variance start noise (n_samples, 4, H/8, W/8)")
     g = p.add_argument_group("batching and output")
@@ -129,7 +136,8 @@ def build_parser():
     g.add_argument("--resume", action="store_true", help="skip images already written by the same run")
     g = p.add_argument_group("img2img")
     g.add_argument("--init_image", default=None, help="start from this image (img2img)")
-    g.add_argument("--strength", type=float, default=0.8, help="img2img: how much of the schedule to run")
+    g.add_argument("--strength", type=float, default=0.8,
+                   help="img2img: how much of the schedule to run, in (0, 1] (strength x steps >= 1)")
     g = p.add_argument_group("watermark and safety checker (MindONE's; not supported: asking for them is an error)")
     _bool(g, "--add_watermark", False, "add an invisible watermark (not supported)")
     _bool(g, "--check_safety", False, "run the safety checker (not supported)")
@@ -158,7 +166,8 @@ def parse_log_level(value):
 
 
 def check_unsupported(args):
-    """MindONE features we do not have: one line each, before anything is loaded."""
+    """MindONE features we do not have: one line each, before anything is loaded. Returns the notes to
+    log once every check has passed."""
     if args.ti_ckpt_path:
         raise UserError(f"--ti_ckpt_path {args.ti_ckpt_path}: textual inversion is not supported yet")
     if args.add_watermark:
@@ -166,7 +175,8 @@ def check_unsupported(args):
     if args.check_safety:
         raise UserError("--check_safety: the safety checker is not supported; leave it off")
     if args.clip_ckpt_path:
-        logger.info("--clip_ckpt_path is only used by the safety checker, which is off")
+        return [(logging.INFO, "--clip_ckpt_path is only used by the safety checker, which is off")]
+    return []
 
 
 def check_version(version):
@@ -214,36 +224,46 @@ def resolve_paths(args):
     return config, ckpt, size
 
 
+def _bytes_on_disk(path):
+    """A weight file's size (a diffusers folder: its files'), the weights' share of the memory estimate."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path) for f in names
+               if os.path.isfile(os.path.join(d, f)))
+
+
 def settings_from_args(args):
-    """RunSettings from the parsed flags, every cheap check done before the model is built; the LoRA
-    choice (file and adapter prefixes) is left on ``args.lora_choice`` for building the pipeline."""
-    from ldm.io.images import check_image_size
+    """RunSettings from the parsed flags with every check that needs no model done (ldm.pipeline_run.
+    check_run: numbers, sizes, memory, sampler plan, files, output folder, resume); warnings are logged
+    only once all checks passed, so a bad input is exactly one stderr line. The LoRA choice (file and
+    adapter prefixes) is left on ``args.lora_choice`` for building the pipeline."""
+    from ldm.diffusion.spec import resolve_spec
     from ldm.io.prompts import check_prompt_file
     from ldm.lora_options import resolve_lora
-    from ldm.pipeline_run import RunSettings, check_negative_file
-    check_unsupported(args)
+    from ldm.pipeline_run import RunSettings, check_run
+    from ldm.run_checks import SCALE_LIMIT, check_input_file, check_number, geometry_from_config
+    notes = check_unsupported(args)            # (level, message, args...): logged after every check
     check_version(args.version)
     sampler = choose_sampler(args)
     config, ckpt, size = resolve_paths(args)
     if not args.ckpt_path and (args.W, args.H) != (size, size):
-        logger.warning("the SD %s model is made for %dx%d, got W=%d H=%d", args.version, size, size, args.W, args.H)
-    check_image_size(args.W, args.H)
+        notes.append((logging.WARNING, "the SD %s model is made for %dx%d, got W=%d H=%d", args.version, size, size,
+                      args.W, args.H))
     data_path = args.data_path or None
     if args.from_file:
         if data_path and os.path.abspath(data_path) != os.path.abspath(args.from_file):
             raise UserError(f"--from-file {args.from_file} and --data_path {data_path} name different prompt files")
         data_path = args.from_file
     if data_path:
+        if os.path.exists(data_path):
+            check_input_file("--data_path", data_path)      # a folder, an unreadable file
         check_prompt_file(data_path)
-    for name in ("n_iter", "n_samples", "sampling_steps"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.n_rows < 0:
-        raise UserError(f"--n_rows must be >= 0, got {args.n_rows}")
     scale = args.scale if args.scale is not None else (9.0 if args.version.startswith("2.") else 7.5)
-    choice = resolve_lora(args.lora_ckpt_path, args.use_lora, args.lora_rank, args.lora_ft_unet,
-                          args.lora_ft_text_encoder)
-    args.lora_choice = choice
+    check_number("--lora_scale", args.lora_scale, -SCALE_LIMIT, SCALE_LIMIT)
+    if args.lora_rank is not None:
+        check_number("--lora_rank", args.lora_rank, 1, integer=True)
+    if os.path.isfile(ckpt):
+        check_input_file("--ckpt_path", ckpt)
     options = {"timestep_spacing": args.timestep_spacing} if args.timestep_spacing else {}
     settings = RunSettings(prompt=args.prompt, data_path=data_path, negative_prompt=args.negative_prompt,
                            negative_data_path=args.negative_data_path or None, pack_prompts=args.pack_prompts,
@@ -253,8 +273,17 @@ def settings_from_args(args):
                            seed=args.seed, n_iter=args.n_iter, n_samples=args.n_samples, fixed_code=args.fixed_code,
                            sampler_options=options, init_latents=args.init_latents, init_image=args.init_image,
                            strength=args.strength, save_intermediates=args.save_intermediates, checkpoint=ckpt,
-                           config=config, lora=choice.path)
-    check_negative_file(settings)
+                           config=config, lora=args.lora_ckpt_path)
+    spec = resolve_spec(config, rescale_zero_snr=args.rescale_zero_snr)
+    weights = _bytes_on_disk(ckpt) + (_bytes_on_disk(args.lora_ckpt_path) if args.lora_ckpt_path else 0)
+    check_run(settings, args.output_path, resume=args.resume, spec=spec, geometry=geometry_from_config(config),
+              device_target=args.device_target, weights_bytes=weights)
+    choice = resolve_lora(args.lora_ckpt_path, args.use_lora, args.lora_rank, args.lora_ft_unet,
+                          args.lora_ft_text_encoder)       # the last check: it logs only after its checks
+    args.lora_choice = choice
+    settings.lora = choice.path
+    for level, *message in notes:
+        logger.log(level, *message)
     return settings
 
 
@@ -262,7 +291,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=parse_log_level(args.log_level), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    settings = settings_from_args(args)          # every cheap check before the model is built
+    settings = settings_from_args(args)          # every check that needs no model, before any log line
     import mindspore as ms
     ms.set_context(mode=ms.GRAPH_MODE if args.ms_mode == 0 else ms.PYNATIVE_MODE)
     if args.device_target:
@@ -274,12 +303,14 @@ def main(argv=None):
                                           lora_prefixes=args.lora_choice.prefixes,
                                           adopt_recorded_spec=not args.config,
                                           rescale_zero_snr=args.rescale_zero_snr)
-    logger.info("SD %s, sampler %s, %d steps, scale %s, %dx%d, %d x %d per prompt, checkpoint %s, LoRA %s",
-                args.version, settings.sampler, settings.steps, settings.scale, settings.width, settings.height,
-                settings.n_iter, settings.n_samples, settings.checkpoint, settings.lora)
+
+    def started():                               # after the checks that need the model, before any folder
+        logger.info("SD %s, sampler %s, %d steps, scale %s, %dx%d, %d x %d per prompt, checkpoint %s, LoRA %s",
+                    args.version, settings.sampler, settings.steps, settings.scale, settings.width,
+                    settings.height, settings.n_iter, settings.n_samples, settings.checkpoint, settings.lora)
     summary = run_to_folder(pipe, settings, args.output_path, skip_grid=args.skip_grid,
                             skip_save=args.skip_save, resume=args.resume,
-                            log=lambda msg: print(msg, file=sys.stderr))
+                            log=lambda msg: print(msg, file=sys.stderr), started=started)
     for key in ("manifest", "csv", "grid"):
         if key in summary:
             print(f"{key}: {summary[key]}")

@@ -23,11 +23,12 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
+from ldm import run_checks
 from ldm.diffusion.base import NoiseSource
 from ldm.diffusion.guidance import apply_guidance
 from ldm.errors import UserError
-from ldm.io.images import check_image_size, from_uint8, to_uint8
-from ldm.util import load_config, part_params
+from ldm.io.images import from_uint8, to_uint8
+from ldm.util import load_config
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ class Text2ImagePipeline:
         self.config = config or {}
         self.ckpt_path = ckpt_path
         model.set_train(False)
-        self.latent_channels, self.latent_factor = self._latent_geometry()
+        self.geometry = self._geometry()
+        self.latent_channels, self.latent_factor = self.geometry.latent_channels, self.geometry.vae_factor
         # every network call compiled once per input shape (ms.jit); eager versions kept as fallback
         self._eager = dict(guided=GuidedDenoiser(model), plain=PlainDenoiser(model),
                            text=model.get_learned_conditioning, decode=model.decode_first_stage,
@@ -125,28 +127,19 @@ class Text2ImagePipeline:
     def prediction_type(self):
         return self.model.prediction_type
 
-    def _latent_geometry(self):
-        """(latent channels, image->latent downsampling factor) from the config (SD: 4, 8)."""
-        unet = part_params(self.config, "unet_config") if self.config else {}
-        dd = (part_params(self.config, "first_stage_config") if self.config else {}).get("ddconfig") or {}
-        channels = int(unet.get("in_channels", 4))
-        factor = 2 ** (len(dd["ch_mult"]) - 1) if "ch_mult" in dd else 8
-        return channels, factor
+    def _geometry(self):
+        """Latent channels, VAE factor and UNet levels from the config (without one: SD's factor 8 and
+        no UNet constraint on the size, as before configs were required)."""
+        if not self.config:
+            return run_checks.ModelGeometry(unet_levels=1)
+        return run_checks.geometry_from_config(self.config)
 
     # ---- samplers
     def make_sampler(self, name, eta=0.0, **overrides):
         """Sampler ``name`` on this model's DiffusionSpec. ``overrides``: sampler options, or spec
         fields (prediction_type, rescale_zero_snr, ...) that win over the model's (None = not given)."""
-        from ldm.diffusion.samplers import SAMPLERS, get_sampler
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        if eta and name in SAMPLERS and "eta" in SAMPLERS[name][0].defaults:   # DDIM-family samplers only
-            overrides["eta"] = float(eta)
-        try:
-            return get_sampler(name, spec=self.spec, **overrides)
-        except KeyError as exc:
-            raise UserError(f"unknown sampler {name!r}: {exc}".rstrip()) from exc
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"sampler {name!r}: {exc}") from exc
+        run_checks.check_number("eta", eta, 0.0, run_checks.ETA_LIMIT)
+        return run_checks.build_sampler(self.spec, name, eta, **overrides)
 
     # ---- text
     def encode_prompts(self, prompts, negative_prompts=None, long_prompts=False):
@@ -209,9 +202,13 @@ class Text2ImagePipeline:
         """
         prompts, negatives = self._prompt_lists(prompt, negative_prompt, num_images, latents)
         n = len(prompts)
-        self.check_size(width, height)
-        if int(steps) < 1:
-            raise UserError(f"steps must be >= 1, got {steps}")
+        self.check_size(width, height, self.geometry)
+        run_checks.check_number("steps", steps, 1, self.spec.num_train_timesteps, integer=True)
+        run_checks.check_number("scale", scale, -run_checks.SCALE_LIMIT, run_checks.SCALE_LIMIT)
+        if guidance_rescale is not None:
+            run_checks.check_number("guidance_rescale", guidance_rescale, 0.0, 1.0)
+        if init_image is not None:
+            run_checks.check_strength(strength, int(steps))
         seeds = self._seeds(seed, seeds, n)
         shape = (self.latent_channels, height // self.latent_factor, width // self.latent_factor)
         if latents is None:
@@ -223,7 +220,7 @@ class Text2ImagePipeline:
                                 f"(N, C, H/{self.latent_factor}, W/{self.latent_factor})")
         smp = sampler if not isinstance(sampler, str) else \
             self.make_sampler(sampler, eta=eta, **(sampler_options or {}))
-        smp.set_timesteps(int(steps))
+        run_checks.plan_sampler(smp, int(steps))
         if guidance_rescale is None:
             guidance_rescale = smp.spec.sampling_defaults()["guidance_rescale"]
 
@@ -300,8 +297,9 @@ class Text2ImagePipeline:
 
     # ---- argument checks
     @staticmethod
-    def check_size(width, height):
-        check_image_size(width, height)
+    def check_size(width, height, geometry=None):
+        """W, H: positive multiples of the model's size multiple (no geometry: the VAE factor 8 alone)."""
+        run_checks.check_size(width, height, geometry or run_checks.ModelGeometry(unet_levels=1))
 
     @staticmethod
     def _prompt_lists(prompt, negative_prompt, num_images, latents):
@@ -325,7 +323,10 @@ class Text2ImagePipeline:
             seeds = [int(s) for s in seeds]
             if len(seeds) != n:
                 raise UserError(f"{len(seeds)} seeds for {n} images")
-            return seeds
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        return [int(seed) + j for j in range(n)]
+        else:
+            if seed is None:
+                seed = int(np.random.SeedSequence().generate_state(1)[0])
+            seeds = [int(seed) + j for j in range(n)]
+        for s in seeds:
+            run_checks.check_number("seed", s, 0, run_checks.SEED_LIMIT - 1, integer=True)
+        return seeds

@@ -17,18 +17,26 @@ MindONE pads with blank prompts), else ``negative_prompt`` for every prompt.
 
 Images are numbered across the run in that order. A run in a folder that already has images
 continues the numbering after them (as MindONE does), so nothing is overwritten; ``resume=True``
-instead re-plans the last run recorded in the manifest and skips every image whose PNG and manifest
-line are both present.
+instead re-plans the run being resumed and skips every image whose PNG and manifest line are both
+present. An image without its manifest line (a kill between the PNG's rename and the line) is redone
+under its own number: the run resumed is the last one the manifest records, or, when that one is
+complete or there is no manifest at all, the one starting at the first such unrecorded PNG after it.
+
+Every input is checked by :func:`check_run` before a model is built or a folder made; a run that
+fails before its first image removes the folders it created, and a failed write (disk full) removes
+that image's files, so the folder keeps only complete, recorded images.
 """
 import dataclasses
 import os
+import shutil
 
 import numpy as np
 
+from ldm import run_checks
 from ldm.errors import UserError
 from ldm.io.images import load_image, make_grid, save_png_atomic
 from ldm.io.manifest import Manifest, check_same_run
-from ldm.io.prompts import iter_batches
+from ldm.io.prompts import iter_batches, iter_prompt_file
 
 GRID_MAX = 64
 
@@ -73,10 +81,9 @@ class PlannedBatch:
 
 
 def _lines(path):
-    """Every line of a UTF-8 text file, stripped, blank ones included (streamed)."""
-    with open(path, "r", encoding="utf-8") as f:
-        for line in f:
-            yield line.strip()
+    """Every line of a UTF-8 text file, stripped, blank ones included (streamed; one UserError naming
+    the file and line for bytes that are not UTF-8)."""
+    return iter_prompt_file(path, keep_blank=True)
 
 
 def count_lines(path):
@@ -107,6 +114,7 @@ def check_negative_file(settings):
         return
     if not os.path.isfile(path):
         raise UserError(f"negative prompt file not found: {path}")
+    run_checks.check_input_file("--negative_data_path", path)
     n_neg = count_lines(path)
     n_pos = count_lines(settings.data_path) if settings.data_path else 1
     if n_neg > n_pos:
@@ -152,12 +160,26 @@ def load_init_latents(path, n_samples, shape):
         raise UserError(f"init latents file not found: {path}")
     try:
         arr = np.load(path, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError, OSError) as exc:
         raise UserError(f"init latents {path} is not a .npy array: {exc}") from exc
+    if not isinstance(arr, np.ndarray):
+        raise UserError(f"init latents {path} is an .npz archive, not one .npy array")
     if arr.shape != (n_samples,) + tuple(shape):
         raise UserError(f"init latents {path} have shape {arr.shape}, expected {(n_samples,) + tuple(shape)} "
                         "(n_samples, C, H/f, W/f)")
-    return arr.astype(np.float32)
+    if arr.dtype.kind not in "fiu":
+        raise UserError(f"init latents {path} hold {arr.dtype} values; save real floats")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise UserError(f"init latents {path} hold NaN or infinite values")
+    return arr
+
+
+def _identity(settings, batch, j):
+    """The fields --resume compares (check_same_run): what makes image j of ``batch`` this picture."""
+    return dict(index=batch.indices[j], prompt=batch.prompts[j], negative_prompt=batch.negatives[j],
+                seed=batch.seeds[j], sampler=settings.sampler, steps=settings.steps, scale=settings.scale,
+                width=settings.width, height=settings.height)
 
 
 def image_record(settings, batch, j, file, run_start, sampler, guidance_rescale):
@@ -183,29 +205,156 @@ def image_record(settings, batch, j, file, run_start, sampler, guidance_rescale)
     return rec
 
 
-def _first_free_index(folder, manifest_records):
-    """Next image number in a folder: after the manifest's last record and any existing PNG."""
-    last = max(manifest_records, default=-1)
+def _png_numbers(folder):
     samples = os.path.join(folder, "samples")
+    found = set()
     if os.path.isdir(samples):
         for name in os.listdir(samples):
             stem, ext = os.path.splitext(name)
             if ext == ".png" and stem.isdigit():
-                last = max(last, int(stem))
-    return last + 1
+                found.add(int(stem))
+    return found
+
+
+def _first_free_index(folder, manifest_records):
+    """Next image number in a folder: after the manifest's last record and any existing PNG."""
+    return max(set(manifest_records) | _png_numbers(folder), default=-1) + 1
+
+
+def resume_start(settings, folder, done):
+    """The first image number of the run ``--resume`` continues (see the module docstring): the last
+    recorded run's, unless that run is complete under these settings and an unrecorded PNG follows it
+    (or nothing is recorded), whose number then starts the run."""
+    orphans = _png_numbers(folder) - set(done)
+    if not done:
+        return min(orphans, default=0)
+    start = max(done.values(), key=lambda r: r["index"]).get("run_start", 0)
+    end = start + count_images(settings)
+    if all(i in done for i in range(start, end)):
+        later = [i for i in orphans if i >= end]
+        if later:
+            return min(later)
+    return start
+
+
+def check_resume(settings, folder, done, run_start):
+    """--resume into a folder made with other settings: one UserError before anything is built."""
+    for batch in plan_batches(settings, run_start):
+        for j, i in enumerate(batch.indices):
+            if i in done:
+                check_same_run(done[i], _identity(settings, batch, j))
+        if batch.indices and batch.indices[0] > max(done, default=-1):
+            return
+
+
+def check_run(settings, output_path, resume=False, spec=None, geometry=None, device_target=None,
+              weights_bytes=0):
+    """Every check of a run that needs no model (numbers, sizes, memory, the sampler's plan, prompt and
+    init files, output folder, resume consistency), so text_to_image.py refuses a bad input in one
+    line before its first log line. ``spec``/``geometry``: from the model config (default: from
+    ``settings.config``). Returns the number of images the run makes."""
+    from ldm.diffusion.spec import resolve_spec
+    s = settings
+    if geometry is None:
+        geometry = run_checks.geometry_from_config(s.config) if s.config else run_checks.ModelGeometry()
+    if spec is None:
+        spec = resolve_spec(s.config) if s.config else resolve_spec()
+    for flag, value in (("--prompt", s.prompt), ("--negative_prompt", s.negative_prompt),
+                        ("--ckpt_path", s.checkpoint), ("--config", s.config), ("--lora_ckpt_path", s.lora),
+                        ("--data_path", s.data_path), ("--negative_data_path", s.negative_data_path),
+                        ("--init_latents", s.init_latents), ("--init_image", s.init_image)):
+        run_checks.check_text(flag, value)
+    run_checks.check_size(s.width, s.height, geometry)
+    run_checks.check_steps(s.steps, spec)
+    for flag, value in (("--n_iter", s.n_iter), ("--n_samples", s.n_samples)):
+        run_checks.check_number(flag, value, 1, integer=True)
+    run_checks.check_number("--n_rows", s.n_rows, 0, integer=True)
+    run_checks.check_number("--save_intermediates", s.save_intermediates, 0, integer=True)
+    run_checks.check_number("--scale", s.scale, -run_checks.SCALE_LIMIT, run_checks.SCALE_LIMIT)
+    if s.guidance_rescale is not None:
+        run_checks.check_number("--guidance_rescale", s.guidance_rescale, 0.0, 1.0)
+    run_checks.check_number("--ddim_eta", s.eta, 0.0, run_checks.ETA_LIMIT)
+    if s.init_image:
+        run_checks.check_strength(s.strength, s.steps)
+    else:
+        run_checks.check_number("--strength", s.strength, 0.0, 1.0, low_open=True)
+    sampler = run_checks.build_sampler(spec, s.sampler, s.eta, **s.sampler_options)
+    run_checks.plan_sampler(sampler, s.steps)
+    # prompt files read whole once (streamed): a bad byte on line 9000 is refused now, not mid-run
+    total = count_images(s)
+    check_negative_file(s)
+    run_checks.check_number("--seed", s.seed, 0, run_checks.SEED_LIMIT - 1, integer=True)
+    if s.seed + (s.n_samples if s.fixed_code else total) > run_checks.SEED_LIMIT:
+        raise UserError(f"--seed {s.seed}: the run's {total} images use seeds up to {s.seed + total - 1}, past "
+                        f"numpy's limit {run_checks.SEED_LIMIT - 1}; use a smaller --seed")
+    if device_target in (None, "CPU"):
+        run_checks.check_memory(geometry, s.width, s.height, s.n_samples, float(s.scale) != 1.0, weights_bytes)
+    shape = (geometry.latent_channels, s.height // geometry.vae_factor, s.width // geometry.vae_factor)
+    if s.init_latents:
+        load_init_latents(s.init_latents, s.n_samples, shape)
+    if s.init_image:
+        run_checks.check_input_file("--init_image", s.init_image)
+        load_image(s.init_image)
+    run_checks.check_output_path(output_path)
+    if resume:
+        done = Manifest(output_path).read()
+        check_resume(s, output_path, done, resume_start(s, output_path, done))
+    return total
+
+
+def _write_image(output_path, files_j, image, intermediates, j, index, manifest, record):
+    """One image's files, then its manifest line. If any write fails (disk full, read-only), that
+    image's files are removed (its intermediates, its PNG) so only recorded images stay, and the
+    error is one UserError line saying what was kept."""
+    png = os.path.join(output_path, files_j)
+    steps_dir = os.path.join(output_path, "intermediates", f"{index:05d}")
+    try:
+        for step, imgs in intermediates:
+            save_png_atomic(imgs[j], os.path.join(steps_dir, f"{step:03d}.png"))
+        save_png_atomic(image, png)
+        manifest.append(record)
+    except OSError as exc:
+        if os.path.exists(png):
+            os.remove(png)
+        shutil.rmtree(steps_dir, ignore_errors=True)
+        raise UserError(f"cannot write image {index} in {output_path}: {exc.strerror or exc} (errno "
+                        f"{exc.errno}); the images recorded in manifest.jsonl before it are complete: free "
+                        "space (or fix the folder) and rerun with --resume") from exc
+
+
+def _make_folders(output_path):
+    """Create output_path/samples; returns the folders this created (deepest first) for cleanup."""
+    created, path = [], os.path.abspath(os.path.join(output_path, "samples"))
+    while not os.path.exists(path):
+        created.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(os.path.join(output_path, "samples"), exist_ok=True)
+    return created
+
+
+def _remove_empty(folders):
+    for folder in folders:
+        try:
+            os.rmdir(folder)          # only if still empty
+        except OSError:
+            pass
 
 
 def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False, resume=False,
-                  progress=True, log=print):
-    """Generate every image of ``settings`` into ``output_path``; returns a summary dict."""
+                  progress=True, log=print, started=None):
+    """Generate every image of ``settings`` into ``output_path``; returns a summary dict.
+
+    Everything that can be checked is checked before the first folder is made (the sampler's plan on
+    the model's own spec included); then ``started()`` is called (text_to_image.py logs its summary
+    line there). A failure before the first image leaves no folder this call created."""
     check_negative_file(settings)
     manifest = Manifest(output_path)
     done = manifest.read()
-    if resume and done:
-        run_start = max(done.values(), key=lambda r: r["index"]).get("run_start", 0)
-    else:
-        run_start = _first_free_index(output_path, done)
+    run_start = resume_start(settings, output_path, done) if resume else _first_free_index(output_path, done)
+    if resume:
+        check_resume(settings, output_path, done, run_start)
     sampler = pipe.make_sampler(settings.sampler, eta=settings.eta, **settings.sampler_options)
+    run_checks.plan_sampler(sampler, settings.steps)
     guidance_rescale = settings.guidance_rescale
     if guidance_rescale is None:
         guidance_rescale = sampler.spec.sampling_defaults()["guidance_rescale"]
@@ -217,13 +366,28 @@ def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False,
         if not os.path.isfile(settings.init_image):
             raise UserError(f"init image not found: {settings.init_image}")
         init_image = load_image(settings.init_image, settings.width, settings.height)
-    os.makedirs(os.path.join(output_path, "samples"), exist_ok=True)
-
     total = count_images(settings)
+    if started is not None:
+        started()
+    created = _make_folders(output_path)
+    try:
+        summary = _generate_all(pipe, settings, output_path, sampler, guidance_rescale, init_latents,
+                                init_image, run_start, done, total, manifest, skip_grid, skip_save, resume,
+                                progress)
+    except BaseException:
+        _remove_empty(created)       # the folders stay only if an image made it into them
+        raise
+    log(f"wrote {summary['written']} image(s), skipped {summary['skipped']} already present, in {output_path}")
+    return summary
+
+
+def _generate_all(pipe, settings, output_path, sampler, guidance_rescale, init_latents, init_image, run_start,
+                  done, total, manifest, skip_grid, skip_save, resume, progress):
+    """The generation loop of :func:`run_to_folder` (its arguments already checked and prepared)."""
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=total, desc="images", unit="img")
+        bar = tqdm(total=total, desc="images", unit="img", disable=None)   # a bar on a terminal only
     grid_images, written, skipped = [], 0, 0
     for batch in plan_batches(settings, run_start):
         files = [os.path.join("samples", f"{i:05d}.png") for i in batch.indices]
@@ -250,11 +414,8 @@ def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False,
                                long_prompts=settings.long_prompts)
         for j in range(len(batch.prompts)):
             if not skip_save and j in todo:
-                save_png_atomic(result.images[j], os.path.join(output_path, files[j]))
-                for step, imgs in result.intermediates:
-                    save_png_atomic(imgs[j], os.path.join(output_path, "intermediates",
-                                                          f"{batch.indices[j]:05d}", f"{step:03d}.png"))
-                manifest.append(records[j])
+                _write_image(output_path, files[j], result.images[j], result.intermediates, j,
+                             batch.indices[j], manifest, records[j])
                 written += 1
             elif j not in todo:
                 skipped += 1
@@ -265,12 +426,16 @@ def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False,
     if bar is not None:
         bar.close()
     summary = dict(written=written, skipped=skipped, output_path=output_path)
-    if not skip_grid and grid_images:
-        grid_path = os.path.join(output_path, f"grid-{run_start:05d}.png")
-        save_png_atomic(make_grid(np.stack(grid_images), settings.n_rows or settings.n_samples), grid_path)
-        summary["grid"] = grid_path
-    if not skip_save:
-        summary["manifest"] = manifest.path
-        summary["csv"] = manifest.write_csv()
-    log(f"wrote {written} image(s), skipped {skipped} already present, in {output_path}")
+    try:
+        if not skip_grid and grid_images:
+            grid_path = os.path.join(output_path, f"grid-{run_start:05d}.png")
+            save_png_atomic(make_grid(np.stack(grid_images), settings.n_rows or settings.n_samples), grid_path)
+            summary["grid"] = grid_path
+        if not skip_save:
+            summary["manifest"] = manifest.path
+            summary["csv"] = manifest.write_csv()
+    except OSError as exc:
+        raise UserError(f"cannot write the grid / manifest.csv in {output_path}: {exc.strerror or exc} (errno "
+                        f"{exc.errno}); every image and manifest.jsonl are complete: rerun with --resume to "
+                        "write them") from exc
     return summary

@@ -231,3 +231,119 @@ def test_image_helpers(tmp_path):
     assert os.listdir(tmp_path) == ["a.png"]
     a, b = initial_noise([1, 2], (4, 2, 2)), initial_noise([2], (4, 2, 2))
     assert np.array_equal(a[1], b[0]) and not np.array_equal(a[0], a[1])
+
+
+def _pngs(out):
+    return sorted(os.listdir(os.path.join(out, "samples")))
+
+
+def _records(out):
+    return [json.loads(line) for line in open(os.path.join(out, "manifest.jsonl"), encoding="utf-8")]
+
+
+def test_resume_after_a_kill_between_png_and_manifest_line(tmp_path):
+    """A kill after a PNG's rename but before its manifest line: --resume redoes that image under its
+    own number (never renumbers), so 20 prompts end as exactly 20 PNGs and 20 lines, at the first image
+    (no manifest at all yet) and in the middle of the run."""
+    path = write_prompts(tmp_path / "p.txt", 20)
+    run = settings(tmp_path, data_path=path, n_samples=1)
+    reference = str(tmp_path / "reference")
+    run_to_folder(StandInPipeline(), run, reference, progress=False, log=lambda m: None)
+    expected = {n: open(os.path.join(reference, "samples", n), "rb").read() for n in _pngs(reference)}
+    assert len(expected) == 20
+    for killed_at in (0, 7):
+        out = str(tmp_path / f"killed{killed_at}")
+        os.makedirs(os.path.join(out, "samples"))
+        for i in range(killed_at + 1):          # images 0..killed_at renamed into place ...
+            with open(os.path.join(out, "samples", f"{i:05d}.png"), "wb") as f:
+                f.write(expected[f"{i:05d}.png"])
+        lines = open(os.path.join(reference, "manifest.jsonl"), encoding="utf-8").read().splitlines(True)
+        if killed_at:                           # ... but the manifest line of killed_at never written
+            with open(os.path.join(out, "manifest.jsonl"), "w", encoding="utf-8") as f:
+                f.writelines(lines[:killed_at])
+        pipe = StandInPipeline()
+        summary = run_to_folder(pipe, run, out, resume=True, progress=False, log=lambda m: None)
+        assert pipe.calls[0]["prompts"] == [f"prompt number {killed_at}"]
+        assert (summary["written"], summary["skipped"]) == (20 - killed_at, killed_at)
+        assert _pngs(out) == sorted(expected), killed_at
+        assert [r["index"] for r in _records(out)] == list(range(20))
+        assert all(open(os.path.join(out, "samples", n), "rb").read() == data for n, data in expected.items())
+
+
+def test_resume_finds_a_new_run_killed_at_its_first_image(tmp_path):
+    """The manifest's last run is complete and an unrecorded PNG follows it: that PNG starts the run to
+    resume (a second plain run killed at its first image), not a re-plan of the finished one."""
+    out = str(tmp_path / "out")
+    run = settings(tmp_path, prompt="a dog", n_samples=2)
+    run_to_folder(StandInPipeline(), run, out, progress=False, log=lambda m: None)      # images 0, 1
+    save_png_atomic(np.zeros((16, 16, 3), np.uint8), os.path.join(out, "samples", "00002.png"))  # killed run
+    pipe = StandInPipeline()
+    run_to_folder(pipe, run, out, resume=True, progress=False, log=lambda m: None)
+    assert [c["seeds"] for c in pipe.calls] == [[7, 8]]
+    assert _pngs(out) == [f"{i:05d}.png" for i in range(4)]
+    assert [(r["index"], r["run_start"]) for r in _records(out)] == [(0, 0), (1, 0), (2, 2), (3, 2)]
+
+
+class FailingPipeline(StandInPipeline):
+    def generate(self, *args, **kwargs):
+        raise UserError("the model refused")
+
+
+def test_failed_start_leaves_no_folder(tmp_path):
+    """An error before the first image (here from the model) removes the folders the run created, with
+    and without --resume; a folder that existed before stays."""
+    for resume in (False, True):
+        out = tmp_path / f"new{resume}" / "out"
+        with pytest.raises(UserError, match="refused"):
+            run_to_folder(FailingPipeline(), settings(tmp_path, prompt="x"), str(out), resume=resume,
+                          progress=False, log=lambda m: None)
+        assert not (tmp_path / f"new{resume}").exists() or not out.exists()
+        assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(UserError):
+        run_to_folder(FailingPipeline(), settings(tmp_path, prompt="x"), str(kept), progress=False,
+                      log=lambda m: None)
+    assert kept.is_dir() and not os.listdir(kept)
+
+
+def test_disk_full_mid_run_keeps_only_complete_images(tmp_path, monkeypatch):
+    """A write that fails (ENOSPC) on image 2: one UserError line, images 0 and 1 stay recorded and
+    valid, nothing of image 2 is left, no CSV/grid claims the run finished."""
+    import errno
+    import ldm.pipeline_run as pipeline_run
+    real = pipeline_run.save_png_atomic
+
+    def save(array, path):
+        if path.endswith("00002.png"):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real(array, path)
+    monkeypatch.setattr(pipeline_run, "save_png_atomic", save)
+    out = str(tmp_path / "out")
+    with pytest.raises(UserError, match=r"cannot write image 2 .*No space left on device \(errno 28\)"):
+        run_to_folder(StandInPipeline(), settings(tmp_path, prompt="x", n_samples=2, n_iter=2), out,
+                      progress=False, log=lambda m: None)
+    assert _pngs(out) == ["00000.png", "00001.png"]
+    assert [r["index"] for r in _records(out)] == [0, 1]
+    assert not os.path.exists(os.path.join(out, "manifest.csv"))
+    assert not [n for n in os.listdir(out) if n.startswith("grid")]
+
+
+def test_manifest_is_strict_json_and_survives_a_failed_append(tmp_path, monkeypatch):
+    m = Manifest(str(tmp_path))
+    with pytest.raises(UserError, match="scale is not a finite number"):
+        m.append({"index": 0, "file": "a.png", "scale": float("nan")})
+    (tmp_path / "a.png").write_bytes(b"x")
+    m.append({"index": 0, "file": "a.png", "scale": 9.0})
+    good = (tmp_path / "manifest.jsonl").read_bytes()
+
+    def fail(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError):
+        m.append({"index": 1, "file": "a.png", "scale": 9.0})
+    monkeypatch.undo()
+    assert (tmp_path / "manifest.jsonl").read_bytes() == good        # truncated back to its last full line
+    with open(tmp_path / "manifest.jsonl", "ab") as f:              # an old manifest's NaN / non-UTF-8 lines
+        f.write(b'{"index": 2, "file": "a.png", "scale": NaN}\n{"index": 3, "file": "a.png", "p": "\xff"}\n')
+    assert sorted(m.read()) == [0]

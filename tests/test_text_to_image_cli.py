@@ -1,4 +1,5 @@
-"""text_to_image.py's flags and bad-input handling: one clear stderr line, exit code != 0, no output."""
+"""text_to_image.py's flags and bad-input handling: one clear stderr line, exit code 2, no output
+(the big table of bad inputs is tests/test_text_to_image_bad_inputs.py)."""
 import os
 import subprocess
 import sys
@@ -42,14 +43,14 @@ def files(tmp_path):
 
 
 BAD_INPUT = [
-    ("width", ["--W", "100"], "width must be a positive multiple of 8, got 100"),
-    ("height", ["--H", "-8"], "height must be a positive multiple of 8"),
+    ("width", ["--W", "100"], "--W (width) must be a positive multiple of 64 for this model (VAE factor 8"),
+    ("height", ["--H", "-8"], "--H (height) must be a positive multiple of 64"),
     ("sampler", ["--sampler", "fancy"], "unknown sampler 'fancy'"),
     ("checkpoint", ["--ckpt_path", "nowhere.ckpt"], "checkpoint not found: nowhere.ckpt"),
     ("config", ["--config", "nowhere.yaml"], "config file not found: nowhere.yaml"),
     ("empty", ["--data_path", "EMPTY"], "holds no prompts"),
     ("prompt file", ["--data_path", "missing.txt"], "prompt file not found"),
-    ("steps", ["--sampling_steps", "0"], "--sampling_steps must be >= 1"),
+    ("steps", ["--sampling_steps", "0"], "--sampling_steps must be in [1, 1000], got 0"),
     ("wukong", ["-v", "1.5-wukong"], "--version 1.5-wukong: the Chinese Wukong-Huahua model"),
     ("version", ["--version", "3.0"], "unknown --version '3.0'"),
     ("textual inversion", ["--ti_ckpt_path", "x.ckpt"], "--ti_ckpt_path x.ckpt: textual inversion is not supported"),
@@ -59,7 +60,7 @@ BAD_INPUT = [
     ("safety version", ["--safety_version", "3"], "argument --safety_version: invalid choice: 3"),
     ("bool", ["--support_long_prompts", "maybe"], "expected a boolean, got 'maybe'"),
     ("log level", ["--log_level", "logging.LOUD"], "--log_level 'logging.LOUD'"),
-    ("n_rows", ["--n_rows", "-1"], "--n_rows must be >= 0"),
+    ("n_rows", ["--n_rows", "-1"], "--n_rows must be in [0, inf], got -1"),
     ("from-file", ["--data_path", "PROMPTS", "--from-file", "other.txt"], "name different prompt files"),
     ("negatives", ["--negative_data_path", "NEGATIVES"], "has 2 negative prompt lines for 1 prompt line(s)"),
     ("negatives missing", ["--negative_data_path", "nowhere.txt"], "negative prompt file not found: nowhere.txt"),

@@ -1,4 +1,6 @@
 """Image conversions and atomic PNG writes for generated samples."""
+import os
+
 import numpy as np
 from PIL import Image
 
@@ -28,13 +30,19 @@ def from_uint8(images):
     return images.transpose(0, 3, 1, 2)
 
 
-def load_image(path, width, height):
-    """Read an RGB image, resized to (width, height) with Lanczos; -> (H, W, 3) uint8."""
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        if img.size != (width, height):
-            img = img.resize((width, height), Image.LANCZOS)
-        return np.asarray(img, dtype=np.uint8)
+def load_image(path, width=None, height=None):
+    """Read an RGB image, resized to (width, height) with Lanczos (None: kept); -> (H, W, 3) uint8.
+    A file PIL cannot decode (not an image, truncated, a decompression bomb) is one UserError naming it."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")           # decodes every pixel: a truncated file fails here
+            if width is not None and img.size != (width, height):
+                img = img.resize((width, height), Image.LANCZOS)
+            return np.asarray(img, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, OSError) and getattr(exc, "filename", None) and not os.path.isfile(path):
+            raise
+        raise UserError(f"image {path} cannot be decoded: {exc}") from exc
 
 
 def save_png_atomic(array, path):

@@ -2,10 +2,13 @@
 
 An image counts as done only when its PNG was renamed into place *and* its manifest line was
 flushed, so a run killed at any moment resumes cleanly: a torn last line is ignored and that
-image is generated again.
+image is generated again. Lines are strict JSON: NaN or infinity is refused on write (a UserError
+naming the field) and a line holding one is treated as torn on read; a write that fails (disk full)
+truncates the file back to its last complete line.
 """
 import csv
 import json
+import math
 import os
 
 from ldm.errors import UserError
@@ -27,12 +30,12 @@ class Manifest:
         done = {}
         if not os.path.isfile(self.path):
             return done
-        with open(self.path, "r", encoding="utf-8") as f:
-            for line in f:
+        with open(self.path, "rb") as f:
+            for raw in f:
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line torn by a crash: that image is simply redone
+                    rec = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+                except (UnicodeDecodeError, ValueError):
+                    continue  # a line torn by a crash (or not strict JSON): that image is simply redone
                 if isinstance(rec, dict) and "index" in rec and \
                         os.path.isfile(os.path.join(self.folder, rec.get("file", ""))):
                     done[int(rec["index"])] = rec
@@ -46,13 +49,24 @@ class Manifest:
     def append(self, record):
         """Add one image's record and push it to disk before returning."""
         os.makedirs(self.folder, exist_ok=True)
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        try:
+            line = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+        except ValueError as exc:
+            bad = sorted(k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v))
+            raise UserError(f"manifest record of image {record.get('index')}: {', '.join(bad) or exc} is not a "
+                            "finite number") from exc
         if self._ends_torn():
             line = "\n" + line          # keep a torn last line (crash) from swallowing this record
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        size = os.path.getsize(self.path) if os.path.isfile(self.path) else 0
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            if os.path.isfile(self.path) and os.path.getsize(self.path) > size:
+                os.truncate(self.path, size)     # disk full mid-line: keep only complete lines
+            raise
 
     def _ends_torn(self):
         if not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
@@ -71,6 +85,10 @@ class Manifest:
             writer.writeheader()
             writer.writerows(records)
         return path
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not JSON")
 
 
 def check_same_run(record, expected):

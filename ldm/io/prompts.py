@@ -4,16 +4,17 @@ import os
 from ldm.errors import UserError
 
 
-def iter_prompt_file(path):
-    """Yield the non-blank lines of a UTF-8 prompt file (stripped), one at a time; bytes that are not
-    UTF-8 are one UserError naming the file and line."""
+def iter_prompt_file(path, keep_blank=False):
+    """Yield the non-blank lines of a UTF-8 prompt file (stripped), one at a time (``keep_blank``: the
+    blank ones too, as "", for files paired line by line); bytes that are not UTF-8 are one UserError
+    naming the file and line."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8").strip()
             except UnicodeDecodeError as exc:
                 raise UserError(f"prompt file {path} line {number} is not UTF-8 text (byte {exc.start})") from exc
-            if line:
+            if line or keep_blank:
                 yield line
 
 
