@@ -338,7 +338,7 @@ def validate(cfg):
         raise UserError("data_path is required (a folder with images and img_txt.csv)")
     for path in cfg.data_path:
         if not os.path.isdir(path):
-            raise UserError(f"data_path not found: {path}")
+            raise UserError(f"data_path {'is not a folder' if os.path.exists(path) else 'not found'}: {path}")
         if not os.access(path, os.R_OK | os.X_OK):
             raise UserError(f"data_path is not readable: {path}")
     check_output_path(cfg.output_path)

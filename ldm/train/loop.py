@@ -30,7 +30,7 @@ from ldm.train.lr_schedule import build_lr_schedule
 from ldm.train.optim import build_optimizer
 from ldm.train.precision import apply_precision
 from ldm.train.trainer import DiffusionObjective, ObjectiveInputs, TrainStep, timestep_terms
-from ldm.train.validation import write_validation_images
+from ldm.train.validation import check_validation, write_validation_images
 from ldm.util import load_config, model_params, model_section, part_params
 
 _log = logging.getLogger("ldm.train")
@@ -54,7 +54,12 @@ def nonfinite_count(params):
 def setup_runtime(cfg):
     """Device, mode and (with use_parallel) the communication group. Returns (rank, world_size)."""
     if cfg.device_target:
-        ms.set_device(cfg.device_target)
+        try:
+            with quiet_mindspore_log():             # its own [ERROR] lines would precede ours
+                ms.set_device(cfg.device_target)
+        except (RuntimeError, ValueError) as exc:   # a device this MindSpore build or machine lacks
+            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise UserError(f"device_target {cfg.device_target} is not available here: {first}") from exc
     ms.set_context(mode=ms.PYNATIVE_MODE)  # steps are compiled one by one with ms.jit
     rank, world = 0, 1
     if cfg.use_parallel:
@@ -69,6 +74,19 @@ def setup_runtime(cfg):
                                      device_num=world)
     ms.set_seed(cfg.seed)  # identical initial weights on every rank
     return rank, world
+
+
+@contextlib.contextmanager
+def quiet_mindspore_log():
+    """Silence MindSpore's Python logger (``ME.mindspore.log.<pid>``) for the block."""
+    from mindspore import log as ms_log
+    logger = ms_log._get_logger()
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def device_is_cpu():
@@ -180,6 +198,7 @@ class TrainRun:
         self.schedule = self.spec.schedule
         self.prediction_type = self.spec.prediction_type
         self.model_config = with_spec(model_config, self.spec)
+        check_validation(cfg, self.spec)
         if cfg.validation_steps and make_sampler is None:
             raise UserError("validation_steps needs a sampling function: call train(cfg, make_sampler=...) "
                             "(train_text_to_image.py passes the text-to-image pipeline)")

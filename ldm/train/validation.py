@@ -7,7 +7,24 @@ DiffusionSpec (zero terminal SNR brings trailing timesteps and guidance rescale 
 """
 import os
 
+from ldm.errors import UserError
 from ldm.io.images import save_png_atomic
+
+
+def check_validation(cfg, spec):
+    """Build the validation sampler on the run's DiffusionSpec and plan its steps once, before training:
+    a limit of that sampler (e.g. more steps than the schedule has) is one line at start, not an error
+    after the first validation_steps steps."""
+    if not cfg.validation_steps:
+        return
+    from ldm.diffusion.samplers import get_sampler
+    where = f"validation_sampler {cfg.validation_sampler} with validation_sampling_steps {cfg.validation_sampling_steps}"
+    if cfg.validation_sampling_steps > spec.num_train_timesteps:
+        raise UserError(f"{where}: at most {spec.num_train_timesteps} steps (the model's training timesteps)")
+    try:
+        get_sampler(cfg.validation_sampler, spec=spec).set_timesteps(int(cfg.validation_sampling_steps))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{where}: {exc}") from exc
 
 
 def write_validation_images(sample_fn, cfg, step):
