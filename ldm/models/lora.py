@@ -148,49 +148,100 @@ def save_lora(model, path):
 def load_lora(model, path, scale=1.0, prefixes=None):
     """Inject (if needed) and load a LoRA file into ``model``; ``scale`` multiplies alpha/rank.
 
+    The file is ours (MindONE names, one alpha), or kohya-ss or diffusers/peft (.safetensors), whose
+    module names and per-module alphas :mod:`ldm.convert.lora_formats` converts to ours. Linear
+    adapters become adapters here; conv LoRA (kohya LoCon, peft on Conv2d, SD 1.x's 1x1 proj_in/out)
+    has no adapter class, so it is merged into the conv weight, W += scale * alpha/rank * up @ down,
+    and taken out again when a later load_lora (another scale or file) replaces it.
     Every adapter in the file must find its layer (by the layer's weight name), else CheckpointError.
     ``prefixes``: load only the adapters whose names start with one of them (e.g. ``UNET_PREFIX``,
     as MindONE's --lora_ft_unet / --lora_ft_text_encoder choose); None loads all.
     """
-    from ldm.io.ms_checkpoint import read_checkpoint
-    arrays = read_checkpoint(path)
-    alpha_arr = arrays.pop(ALPHA_KEY, None)
-    downs = {k[:-len(DOWN)]: v for k, v in arrays.items() if k.endswith(DOWN)}
-    if not downs:
+    from ldm.convert import lora_formats
+    lora = lora_formats.read_lora(path)
+    if lora.layout == "mindone":
+        entries = lora_formats.mindone_entries(lora.arrays)
+    elif lora.layout is None:
+        raise lora_formats.unknown_layout_error(path, lora.arrays)
+    else:
+        shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
+        entries = lora_formats.to_mindone(lora, lora_formats.ModelLayout.from_shapes(shapes)).entries
+    if not entries:
         raise CheckpointError(f"{path} holds no LoRA weights (*.{DOWN})")
     if prefixes is not None:
-        downs = {k: v for k, v in downs.items() if k.startswith(tuple(prefixes))}
-        if not downs:
+        entries = {k: v for k, v in entries.items() if k.startswith(tuple(prefixes))}
+        if not entries:
             raise CheckpointError(f"{path} holds no LoRA weights under {', '.join(prefixes)}")
     cells = {}
     for _, cell in model.cells_and_names():
         weight = getattr(cell, "weight", None)
-        if isinstance(weight, Parameter) and len(weight.shape) == 2:
+        if isinstance(weight, Parameter) and len(weight.shape) in (2, 4):
             cells[_weight_prefix(cell)] = cell
-    unknown = sorted(set(downs) - set(cells))
+    unknown = sorted(set(entries) - set(cells))
     if unknown:
         raise CheckpointError(f"{path}: {len(unknown)} LoRA layer(s) not in this model, e.g. {unknown[0]}weight")
-    for prefix, down in downs.items():
+    _unmerge_conv(model)
+    for prefix, (down, up, alpha) in entries.items():
         cell = cells[prefix]
-        up = arrays.get(prefix + UP)
-        if up is None or up.shape != (cell.weight.shape[0], down.shape[0]) or down.shape[1] != cell.weight.shape[1]:
+        if len(cell.weight.shape) == 4:
+            _merge_conv(model, cell, down, up, alpha, scale, path)
+            continue
+        down, up = _as_linear(down), _as_linear(up)
+        if (down is None or up is None or up.shape != (cell.weight.shape[0], down.shape[0])
+                or down.shape[1] != cell.weight.shape[1]):
             raise CheckpointError(f"{path}: LoRA weights for {prefix}weight do not fit its shape {cell.weight.shape}")
         rank = down.shape[0]
-        alpha = float(alpha_arr) if alpha_arr is not None else float(rank)
-        if not getattr(type(cell), "_is_lora", False):
+        if not getattr(type(cell), "_is_lora", False) or cell.lora_down.shape != down.shape:
+            if getattr(type(cell), "_is_lora", False):
+                cell.__class__ = type(cell)._lora_base     # a different rank: new adapters
             _attach(cell, rank, alpha)
         cell.lora_down.set_data(Tensor(down.astype(np.float32)))
         cell.lora_up.set_data(Tensor(up.astype(np.float32)))
-        cell.lora_alpha = alpha
-        cell.lora_scale = alpha / rank * float(scale)
-    return len(downs)
+        cell.lora_alpha = float(alpha)
+        cell.lora_scale = float(alpha) / rank * float(scale)
+    return len(entries)
+
+
+def _as_linear(weight):
+    """A LoRA down/up as a matrix: 1x1-kernel conv LoRA on a Dense layer squeezes; other 4-D: None."""
+    weight = np.asarray(weight)
+    if weight.ndim == 4 and weight.shape[2:] == (1, 1):
+        return weight[:, :, 0, 0]
+    return weight if weight.ndim == 2 else None
+
+
+_MERGED = "_lora_merged_conv"      # model attribute: {weight Parameter name: (Parameter, merged delta)}
+
+
+def _merge_conv(model, cell, down, up, alpha, scale, path):
+    weight = cell.weight
+    rank = down.shape[0]
+    up2 = np.asarray(up, np.float64).reshape(up.shape[0], -1)
+    down2 = np.asarray(down, np.float64).reshape(rank, -1)
+    if up2.shape[1] != rank or up2.shape[0] * down2.shape[1] != int(np.prod(weight.shape)):
+        raise CheckpointError(f"{path}: conv LoRA weights for {weight.name} do not fit its shape {weight.shape}")
+    delta = (float(scale) * float(alpha) / rank * (up2 @ down2)).reshape(weight.shape)
+    dtype = ms.dtype_to_nptype(weight.dtype)
+    weight.set_data(Tensor((weight.asnumpy().astype(np.float64) + delta).astype(dtype)))
+    model.__dict__.setdefault(_MERGED, {})[weight.name] = (weight, delta)
+
+
+def _unmerge_conv(model):
+    """Take out conv LoRA merged by an earlier load_lora, so loads replace rather than add up."""
+    for weight, delta in model.__dict__.pop(_MERGED, {}).values():
+        dtype = ms.dtype_to_nptype(weight.dtype)
+        weight.set_data(Tensor((weight.asnumpy().astype(np.float64) - delta).astype(dtype)))
 
 
 def lora_file_summary(path):
     """What a LoRA file holds, read without a model: {"rank": adapters' rank (None if they disagree),
-    "recorded_rank": the file's ``lora_rank`` entry or None, "unet": count, "text_encoder": count}."""
-    from ldm.io.ms_checkpoint import read_checkpoint
-    arrays = read_checkpoint(path)
+    "recorded_rank": the file's ``lora_rank`` entry or None, "unet": count, "text_encoder": count}.
+    kohya/diffusers files count their modules (q/k/v separately)."""
+    from ldm.convert import lora_formats
+    lora = lora_formats.read_lora(path)
+    arrays = lora.arrays
+    if lora.layout in ("kohya", "diffusers"):
+        return dict(lora_formats.summary(lora), recorded_rank=None)
     downs = {k: v for k, v in arrays.items() if k.endswith(DOWN)}
     ranks = {int(v.shape[0]) for v in downs.values()}
     recorded = arrays.get(RANK_KEY)
