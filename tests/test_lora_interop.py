@@ -43,11 +43,12 @@ def _err(got, style, tag):
     return max(np.abs(got[0] - REFS[f"{style}_unet_{tag}"]).max(), np.abs(got[1] - REFS[f"{style}_text_{tag}"]).max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", ["sd1", "sd2"])
 def test_kohya_and_peft_files_match_diffusers(style):
     """Both files at scale 1.0 and 0.6, loaded one after another into one model: each load replaces
     the last (conv LoRA merged into weights is taken out again), so scale 0 gives the base UNet back.
-    (~15 s: a tiny UNet call takes ~3 s in PyNative on 2 shared cores.)"""
+    (14-28 s: a tiny UNet call takes 2.5-4 s in PyNative on 2 shared cores.)"""
     model = _model(style)
     errors = {}
     for fmt in ("peft", "kohya"):
@@ -144,3 +145,52 @@ def test_bad_layouts_are_one_clear_error(tmp_path):
     entries = to_mindone(read_lora(_write(tmp_path, "conv.safetensors", conv)), layout).entries
     with pytest.raises(CheckpointError, match="cannot export the conv LoRA"):
         export_diffusers_lora(entries, layout, str(tmp_path / "x.safetensors"))
+
+
+def _effective(entries):
+    """{prefix: (down, alpha/rank * up)}: what a layer computes, whatever the file's alpha bookkeeping."""
+    return {k: (d, u.astype(np.float64) * (a / d.shape[0])) for k, (d, u, a) in entries.items()}
+
+
+def test_older_diffusers_names_and_peft_adapter_config(tmp_path):
+    """The peft fixture renamed to diffusers' older names with explicit ``.alpha`` entries, and its UNet
+    part as peft's save_pretrained (``base_model.model.`` + adapter_config.json), convert like the
+    original (whose scales come from the lora_adapter_metadata); without any alpha the scale is 1."""
+    from ldm.convert.lora_formats import _peft_configs, _pattern_value
+    layout = ModelLayout.from_config(load_config(converted("sd2")[0]))
+    peft = read_lora(os.path.join(FIXTURES, "sd2_peft.safetensors"))
+    want = _effective(to_mindone(peft, layout).entries)
+    configs = _peft_configs(peft)
+    old, plain, unet_only = {}, {}, {}
+    for name, value in peft.arrays.items():
+        module, role = name.rsplit(".lora_", 1)
+        role = "down" if role.startswith("A") else "up"
+        component, path = module.split(".", 1)
+        config = configs[component]
+        alpha = _pattern_value(config["alpha_pattern"], path) or config["lora_alpha"]
+        proj = path.rsplit(".", 1)[-1] if ".attn" in path and "to_out" not in path else None
+        if proj in ("to_q", "to_k", "to_v"):
+            old_name = f"{module.rsplit('.', 1)[0]}.processor.{proj}_lora.{role}.weight"
+        elif path.endswith("to_out.0"):
+            old_name = f"{module[:-len('.to_out.0')]}.processor.to_out_lora.{role}.weight"
+        elif component == "text_encoder":
+            old_name = f"{module}.lora_linear_layer.{role}.weight"
+        else:
+            old_name = f"{module}.lora.{role}.weight"
+        old[old_name] = value
+        old[module + ".alpha"] = np.float32(alpha)
+        plain[name] = value
+        if component == "unet":
+            unet_only["base_model.model." + name[len("unet."):]] = value
+    got = _effective(to_mindone(read_lora(_write(tmp_path, "old.safetensors", old)), layout).entries)
+    folder = tmp_path / "peft_unet"
+    folder.mkdir()
+    with open(folder / "adapter_config.json", "w") as f:
+        json.dump({"r": 4, "lora_alpha": configs["unet"]["lora_alpha"], "rank_pattern": {"to_k": 2}}, f)
+    unet = _effective(to_mindone(read_lora(_write(folder, "adapter_model.safetensors", unet_only)), layout).entries)
+    bare = to_mindone(read_lora(_write(tmp_path, "bare.safetensors", plain)), layout).entries
+    assert set(got) == set(want) and set(unet) == {k for k in want if k.startswith("model.diffusion_model.")}
+    for prefix, (down, up) in want.items():
+        for other in (got, unet) if prefix in unet else (got,):
+            assert np.array_equal(other[prefix][0], down) and np.allclose(other[prefix][1], up, rtol=1e-6)
+    assert all(alpha == down.shape[0] for down, _, alpha in bare.values())      # no metadata: scale 1

@@ -20,6 +20,7 @@ writes), else stacked downs with a block-diagonal up, which computes the same su
 Torch-free and MindSpore-free: the fixture generator runs it beside diffusers.
 """
 import json
+import logging
 import os
 import re
 import struct
@@ -32,6 +33,7 @@ from ldm.convert.names_unet import unet_name_table
 from ldm.convert.readers import read_weight_file, sniff_format, write_safetensors
 from ldm.errors import CheckpointError
 
+logger = logging.getLogger(__name__)
 UNET_PREFIX, TEXT_PREFIX = "model.diffusion_model.", "cond_stage_model.transformer."
 KOHYA_UNET, KOHYA_TEXT = "lora_unet_", "lora_te_"
 METADATA_KEY = "lora_adapter_metadata"                   # diffusers' save_lora_weights
@@ -366,6 +368,9 @@ def to_mindone(lora, layout):
         if any(p[0].ndim != 2 or p[1].ndim != 2 for p in parts.values()):
             raise CheckpointError(f"{lora.path}: the q/k/v adapters of {prefix}weight are not 2-D")
         entries[prefix] = _fuse_parts(parts, next(iter(parts.values()))[1].shape[0])
+    if ignored:
+        logger.warning("%s: %d LoRA module(s) of text layers past the %d this model keeps are not used, e.g. %s",
+                       lora.path, len(ignored), layout.text_layers, sorted(ignored)[0])
     return Converted(entries, lora.layout, sorted(ignored))
 
 
