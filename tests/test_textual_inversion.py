@@ -106,7 +106,12 @@ def test_v2_files_load_back_to_identical_embeddings_and_images(trained_v2, tmp_p
     weights = out / "weights"
     mindone = str(weights / "SDv2.0_textual_inversion_8_ti.ckpt")
     _, rows = ti.read_embedding_file(mindone)
+    from ldm.convert.readers import write_safetensors
+    a1111_st = str(tmp_path / "<cat-toy>.safetensors")
+    write_safetensors({"emb_params": rows}, a1111_st)
     files = [mindone, str(weights / "learned_embeds.safetensors"), _a1111_file(tmp_path / "cat.pt", rows, "<cat-toy>")]
+    assert ti.read_embedding_file(a1111_st)[0] == "<cat-toy>"
+    np.testing.assert_array_equal(ti.read_embedding_file(a1111_st)[1], rows)
     config = os.path.join(REPO, "configs", "tiny-v2.yaml")
     images, conds = [], []
     for path in files:

@@ -17,7 +17,8 @@ Files (what :func:`read_embedding_file` accepts, sniffed by content):
 - diffusers ``learned_embeds.safetensors`` (or ``.bin``): ``{placeholder: [num_vectors, dim]}``
   (a 1-d vector is one row).
 - A1111 ``.pt``: ``{"string_to_param": {"*": [n, dim]}, "name": ...}``; the token is ``name``
-  (else the file name), as diffusers' ``load_textual_inversion`` reads it.
+  (else the file name), as diffusers' ``load_textual_inversion`` reads it; A1111 ``.safetensors``
+  ``{"emb_params": [n, dim]}`` take the file name.
 """
 import functools
 import logging
@@ -161,6 +162,8 @@ def read_embedding_file(path):
     if len(arrays) != 1:
         raise CheckpointError(f"{path}: expected one embedding {{token: [n, dim]}}, found {len(arrays)} tensors")
     token, value = next(iter(arrays.items()))
+    if token == "emb_params":                               # A1111 .safetensors: no name inside
+        token = os.path.splitext(os.path.basename(path))[0]
     return str(token), _rows(value, path)
 
 
