@@ -374,6 +374,19 @@ def to_mindone(lora, layout):
     return Converted(entries, lora.layout, sorted(ignored))
 
 
+def one_rank(entries):
+    """Linear adapters with alpha / rank folded into up and zero-padded to one rank R, alpha R (conv
+    entries unchanged): same products, and one alpha for all, which is what our file format holds, so
+    save_lora after loading a foreign file writes a file that reloads exactly."""
+    linear = {k: v for k, v in entries.items() if v[0].ndim == 2}
+    rank = max((d.shape[0] for d, _, _ in linear.values()), default=0)
+    out = dict(entries)
+    for prefix, (down, up, alpha) in linear.items():
+        folded = (np.asarray(up, np.float64) * (alpha / down.shape[0])).astype(np.float32)
+        out[prefix] = (_pad(np.asarray(down, np.float32), rank, 0), _pad(folded, rank, 1), float(rank))
+    return out
+
+
 def summary(lora):
     """{"rank", "unet", "text_encoder"} of a kohya/diffusers file, read without a model."""
     groups = group_modules(lora)

@@ -149,7 +149,8 @@ def load_lora(model, path, scale=1.0, prefixes=None):
     """Inject (if needed) and load a LoRA file into ``model``; ``scale`` multiplies alpha/rank.
 
     The file is ours (MindONE names, one alpha), or kohya-ss or diffusers/peft (.safetensors), whose
-    module names and per-module alphas :mod:`ldm.convert.lora_formats` converts to ours. Linear
+    module names and per-module alphas :mod:`ldm.convert.lora_formats` converts to ours (each alpha/rank
+    folded into up, zero-padded to one rank, so that save_lora's single alpha holds). Linear
     adapters become adapters here; conv LoRA (kohya LoCon, peft on Conv2d, SD 1.x's 1x1 proj_in/out)
     has no adapter class, so it is merged into the conv weight, W += scale * alpha/rank * up @ down,
     and taken out again when a later load_lora (another scale or file) replaces it.
@@ -166,6 +167,7 @@ def load_lora(model, path, scale=1.0, prefixes=None):
     else:
         shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
         entries = lora_formats.to_mindone(lora, lora_formats.ModelLayout.from_shapes(shapes)).entries
+        entries = lora_formats.one_rank(entries)       # per-module alphas/ranks -> one alpha, as save_lora writes
     if not entries:
         raise CheckpointError(f"{path} holds no LoRA weights (*.{DOWN})")
     if prefixes is not None:
