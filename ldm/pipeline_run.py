@@ -29,6 +29,7 @@ that image's files, so the folder keeps only complete, recorded images.
 import dataclasses
 import os
 import shutil
+import time
 
 import numpy as np
 
@@ -378,6 +379,9 @@ def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False,
         _remove_empty(created)       # the folders stay only if an image made it into them
         raise
     log(f"wrote {summary['written']} image(s), skipped {summary['skipped']} already present, in {output_path}")
+    if summary["first_image_s"] is not None:
+        log(f"time to first image {summary['first_image_s']:.1f} s (compilation included), "
+            f"{summary['images_per_s']:.3g} images/s over {summary['seconds']:.1f} s")
     return summary
 
 
@@ -389,6 +393,8 @@ def _generate_all(pipe, settings, output_path, sampler, guidance_rescale, init_l
         from tqdm import tqdm
         bar = tqdm(total=total, desc="images", unit="img", disable=None)   # a bar on a terminal only
     grid_images, written, skipped = [], 0, 0
+    clock = time.perf_counter()
+    first_image_s, generated = None, 0   # compilation included: what a user waits for the first picture
     for batch in plan_batches(settings, run_start):
         files = [os.path.join("samples", f"{i:05d}.png") for i in batch.indices]
         records = [image_record(settings, batch, j, files[j], run_start, sampler, guidance_rescale)
@@ -412,6 +418,9 @@ def _generate_all(pipe, settings, output_path, sampler, guidance_rescale, init_l
                                seeds=batch.seeds, latents=latents, init_image=init_image,
                                strength=settings.strength, intermediates_every=settings.save_intermediates,
                                long_prompts=settings.long_prompts)
+        generated += len(batch.prompts)
+        if first_image_s is None:
+            first_image_s = time.perf_counter() - clock
         for j in range(len(batch.prompts)):
             if not skip_save and j in todo:
                 _write_image(output_path, files[j], result.images[j], result.intermediates, j,
@@ -425,7 +434,9 @@ def _generate_all(pipe, settings, output_path, sampler, guidance_rescale, init_l
             bar.update(len(batch.indices))
     if bar is not None:
         bar.close()
-    summary = dict(written=written, skipped=skipped, output_path=output_path)
+    elapsed = time.perf_counter() - clock
+    summary = dict(written=written, skipped=skipped, output_path=output_path, first_image_s=first_image_s,
+                   seconds=elapsed, images_per_s=generated / elapsed if generated else None)
     try:
         if not skip_grid and grid_images:
             grid_path = os.path.join(output_path, f"grid-{run_start:05d}.png")

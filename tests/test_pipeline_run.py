@@ -347,3 +347,13 @@ def test_manifest_is_strict_json_and_survives_a_failed_append(tmp_path, monkeypa
     with open(tmp_path / "manifest.jsonl", "ab") as f:              # an old manifest's NaN / non-UTF-8 lines
         f.write(b'{"index": 2, "file": "a.png", "scale": NaN}\n{"index": 3, "file": "a.png", "p": "\xff"}\n')
     assert sorted(m.read()) == [0]
+
+
+def test_summary_reports_time_to_first_image_and_rate(tmp_path):
+    """The run reports how long the first picture took (compilation included) and images per second."""
+    lines = []
+    summary = run_to_folder(StandInPipeline(), settings(tmp_path, prompt="x", n_samples=2, n_iter=3),
+                            str(tmp_path / "out"), progress=False, log=lines.append)
+    assert 0 < summary["first_image_s"] <= summary["seconds"]
+    assert summary["images_per_s"] == pytest.approx(6 / summary["seconds"])
+    assert any(line.startswith("time to first image ") and "images/s" in line for line in lines)
