@@ -149,6 +149,9 @@ def build_parser():
                    help="0 graph, 1 pynative (the UNet call is compiled either way)")
     g.add_argument("--device_target", default=None, choices=("CPU", "GPU", "Ascend"),
                    help="MindSpore device (default: MindSpore's own, i.e. the installed backend; MindONE: Ascend)")
+    g.add_argument("--compile_cache", default=os.environ.get("MSD_COMPILE_CACHE", "off"),
+                   help="folder where MindSpore keeps this run's compiled graphs, so that an identical later run "
+                        "skips compilation (a sub-folder per distinct run; default $MSD_COMPILE_CACHE, else off)")
     g.add_argument("--log_level", default="logging.INFO",
                    help="logging.DEBUG, logging.INFO, logging.WARNING or logging.ERROR (also DEBUG, info, 10, ...)")
     return p
@@ -287,11 +290,26 @@ def settings_from_args(args):
     return settings
 
 
+def _graph_key(args, settings):
+    """What decides this run's compiled graphs, and the order they compile in (see ldm.compile_cache):
+    every setting but the output folder, and the content stamps of the files it reads (model config,
+    checkpoint, LoRA, prompt files, init image/latents)."""
+    def stamp(path):
+        return [os.path.abspath(path), os.path.getsize(path), os.path.getmtime(path)] if path and \
+            os.path.isfile(path) else path
+    key = {k: v for k, v in sorted(vars(args).items()) if k not in ("output_path", "resume", "compile_cache")}
+    files = (settings.config, settings.checkpoint, args.lora_choice.path, settings.data_path,
+             settings.negative_data_path, settings.init_image, settings.init_latents)
+    return dict(args=key, files=[stamp(p) for p in files], settings=repr(settings))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=parse_log_level(args.log_level), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)          # every check that needs no model, before any log line
+    from ldm import compile_cache
+    compile_cache.enable(args.compile_cache, "txt2img", _graph_key(args, settings))
     import mindspore as ms
     ms.set_context(mode=ms.GRAPH_MODE if args.ms_mode == 0 else ms.PYNATIVE_MODE)
     if args.device_target:
