@@ -33,9 +33,11 @@ def parse_args(argv):
                         "single-file sources, optional for a diffusers folder (derived from its config files)")
     p.add_argument("--config_out", default=None,
                    help="also write the model YAML used (for a diffusers folder: the one derived from it)")
-    p.add_argument("--to", choices=("mindspore", "diffusers"), default="mindspore",
+    p.add_argument("--to", choices=("mindspore", "diffusers", "diffusers_lora"), default="mindspore",
                    help="mindspore: our .ckpt with MindONE parameter names (default); diffusers: "
-                        "diffusers/transformers names (file or folder, see --target)")
+                        "diffusers/transformers names (file or folder, see --target); diffusers_lora: --source is "
+                        "our LoRA .ckpt (sd-N_lora.ckpt), --target a .safetensors that diffusers' "
+                        "load_lora_weights reads (--config required)")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
                    help="storage precision of a MindSpore .ckpt target: fp16 halves the file (weights are "
                         "cast back to the model's dtype on load)")
@@ -52,6 +54,11 @@ def check_args(args):
         raise UserError(f"--target {args.target} is the source itself: give a new file name")
     if args.dtype != "fp32" and args.to != "mindspore":
         raise UserError(f"--dtype {args.dtype} applies to a MindSpore .ckpt target only (--to mindspore)")
+    if args.to == "diffusers_lora":
+        if args.config is None:
+            raise UserError("--to diffusers_lora needs --config (the model YAML the LoRA was trained on)")
+        if not args.target.endswith(".safetensors"):
+            raise UserError(f"--target {args.target}: a diffusers LoRA file must end in .safetensors")
     folder_target = args.to == "diffusers" and not args.target.endswith(".safetensors")
     if folder_target:
         output_folder(args.target, "--target")
@@ -68,6 +75,10 @@ def check_args(args):
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
+    if args.to == "diffusers_lora":
+        from ldm.convert.lora_formats import export_lora_file
+        print(export_lora_file(args.source, args.config, args.target))
+        return 0
     from ldm.convert.convert_weights import convert_weights
     summary = convert_weights(args.source, args.target, config=args.config, config_out=args.config_out,
                               to=args.to, dtype=args.dtype)

@@ -8,6 +8,8 @@ weights here), SD 2.x linear LoRA only (its export was loaded by diffusers in th
 """
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +22,8 @@ from ldm.errors import CheckpointError
 from ldm.models.lora import inject_lora, load_lora, lora_file_summary, save_lora
 from ldm.util import load_config
 from pipeline_models import converted
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "lora")
 REFS = np.load(os.path.join(FIXTURES, "references.npz"))
@@ -89,6 +93,12 @@ def test_export_round_trip(tmp_path):
     ours = save_lora(model, str(tmp_path / "ours.ckpt"))
     exported = export_lora_file(ours, config, str(tmp_path / "ours_diffusers.safetensors"))
     names = list(read_lora(exported).arrays)
+    cli = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "convert_weights.py"), "--source", ours,
+                          "--config", config, "--target", str(tmp_path / "cli.safetensors"), "--to", "diffusers_lora"],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    from_cli = read_lora(str(tmp_path / "cli.safetensors")).arrays
+    assert set(from_cli) == set(names) and all(np.array_equal(from_cli[n], read_lora(exported).arrays[n]) for n in names)
     assert all(n.startswith(("unet.", "text_encoder.text_model.")) and ".lora_" in n for n in names)
     assert any(".self_attn.k_proj.lora_B." in n for n in names) and not any("in_proj" in n for n in names)
     back = to_mindone(read_lora(exported), load_config(config)).entries
