@@ -94,7 +94,8 @@ def build_parser():
                    help="LoRA rank (default: read from the LoRA file; a value that disagrees with it is ignored)")
     _bool(g, "--lora_ft_unet", True, "load the LoRA file's UNet adapters")
     _bool(g, "--lora_ft_text_encoder", False, "load the LoRA file's text-encoder adapters")
-    g.add_argument("--ti_ckpt_path", default=None, help="textual inversion checkpoint (not supported yet: an error)")
+    g.add_argument("--ti_ckpt_path", default=None, help="textual inversion embedding (MindONE _ti.ckpt, diffusers "
+                   "learned_embeds .safetensors/.bin, A1111 .pt); its placeholder in prompts becomes all its vectors")
     g = p.add_argument_group("sampling")
     g.add_argument("--W", type=int, default=512, help="image width: a multiple of the VAE factor times the UNet's "
                    "downsampling (64 for SD, 8 for the tiny demo model; MindONE: 512 for every version); sizes "
@@ -171,8 +172,9 @@ def parse_log_level(value):
 def check_unsupported(args):
     """MindONE features we do not have: one line each, before anything is loaded. Returns the notes to
     log once every check has passed."""
-    if args.ti_ckpt_path:
-        raise UserError(f"--ti_ckpt_path {args.ti_ckpt_path}: textual inversion is not supported yet")
+    if args.ti_ckpt_path:                      # read (so checked) now; loaded into the model in main
+        from ldm.models.textual_inversion import read_embedding_file
+        read_embedding_file(args.ti_ckpt_path)
     if args.add_watermark:
         raise UserError("--add_watermark: the invisible watermark is not supported; leave it off")
     if args.check_safety:
@@ -321,6 +323,9 @@ def main(argv=None):
                                           lora_prefixes=args.lora_choice.prefixes,
                                           adopt_recorded_spec=not args.config,
                                           rescale_zero_snr=args.rescale_zero_snr)
+    if args.ti_ckpt_path:
+        from ldm.models.textual_inversion import load_textual_inversion
+        load_textual_inversion(pipe.model, args.ti_ckpt_path)
 
     def started():                               # after the checks that need the model, before any folder
         logger.info("SD %s, sampler %s, %d steps, scale %s, %dx%d, %d x %d per prompt, checkpoint %s, LoRA %s",

@@ -113,7 +113,9 @@ CASES = [
          "holds no unet adapters"),
     case("version", ["--version", "3.0"], "unknown --version '3.0'"),
     case("wukong", ["-v", "1.5-wukong"], "--version 1.5-wukong"),
-    case("textual inversion", ["--ti_ckpt_path", "x.ckpt"], "textual inversion is not supported"),
+    case("textual inversion missing", ["--ti_ckpt_path", "{tmp}/nowhere.ckpt"], "checkpoint not found"),
+    case("textual inversion not an embedding", ["--ti_ckpt_path", "{repo}/models/tiny_shapes_base.ckpt"],
+         "no placeholder_token recorded"),
     # ---- init files
     case("init image missing", ["--init_image", "{tmp}/nowhere.png"], "--init_image"),
     case("init image is text", INIT, "init.png cannot be decoded", "t2i_text_as_png"),

@@ -53,7 +53,7 @@ BAD_INPUT = [
     ("steps", ["--sampling_steps", "0"], "--sampling_steps must be in [1, 1000], got 0"),
     ("wukong", ["-v", "1.5-wukong"], "--version 1.5-wukong: the Chinese Wukong-Huahua model"),
     ("version", ["--version", "3.0"], "unknown --version '3.0'"),
-    ("textual inversion", ["--ti_ckpt_path", "x.ckpt"], "--ti_ckpt_path x.ckpt: textual inversion is not supported"),
+    ("textual inversion", ["--ti_ckpt_path", "x.ckpt"], "checkpoint not found: x.ckpt"),
     ("watermark", ["--add_watermark"], "--add_watermark: the invisible watermark is not supported"),
     ("watermark True", ["--add_watermark", "True"], "the invisible watermark is not supported"),
     ("safety", ["--check_safety", "--clip_ckpt_path", "clip.ckpt"], "--check_safety: the safety checker"),
