@@ -13,6 +13,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_folder_per_distinct_run_and_off(tmp_path, monkeypatch):
+    # enable() sets these for the process; monkeypatch puts them back (absent) afterwards, or every
+    # later MindSpore compile and CLI subprocess of the suite would share this cache
+    monkeypatch.delenv("MS_COMPILER_CACHE_ENABLE", raising=False)
     monkeypatch.delenv("MS_COMPILER_CACHE_PATH", raising=False)
     a = compile_cache.cache_folder(str(tmp_path), "txt2img", {"W": 32})
     assert a == compile_cache.cache_folder(str(tmp_path), "txt2img", {"W": 32})

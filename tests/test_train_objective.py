@@ -177,8 +177,13 @@ def test_bad_input_is_one_line_and_nonzero_exit(tmp_path, case):
 def test_shipped_recipes_parse():
     from ldm.train.config import read_recipe
     folder = os.path.join(REPO, "configs", "train")
-    recipes = {name: read_recipe(os.path.join(folder, name)) for name in sorted(os.listdir(folder))
-               if name.endswith(".yaml")}
+    from ldm.train import textual_inversion
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".yaml"))
+    ti_names = [n for n in names if "textual_inversion" in n]      # train_textual_inversion.py's recipes
+    assert len(ti_names) == 2
+    for name in ti_names:
+        assert textual_inversion._read_recipe(textual_inversion.options(), os.path.join(folder, name))["placeholder_token"]
+    recipes = {name: read_recipe(os.path.join(folder, name)) for name in names if name not in ti_names}
     assert {"train_config_vanilla_v2_vpred.yaml", "train_config_vanilla_v2.yaml", "train_config_lora_v2_vpred.yaml",
             "train_config_tiny_vpred.yaml"} <= set(recipes)
     # MindONE's own v-pred recipe (shipped unchanged) gets "v" from its model config, as in MindONE
