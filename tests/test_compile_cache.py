@@ -12,11 +12,23 @@ from ldm import compile_cache
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_folder_per_distinct_run_and_off(tmp_path, monkeypatch):
-    # enable() sets these for the process; monkeypatch puts them back (absent) afterwards, or every
-    # later MindSpore compile and CLI subprocess of the suite would share this cache
-    monkeypatch.delenv("MS_COMPILER_CACHE_ENABLE", raising=False)
-    monkeypatch.delenv("MS_COMPILER_CACHE_PATH", raising=False)
+CACHE_VARS = ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH")
+
+
+@pytest.fixture
+def cache_env():
+    """enable() sets these for the whole process: put them back afterwards, or every later MindSpore
+    compile and CLI subprocess of the suite shares this test's cache (monkeypatch.delenv of an absent
+    variable records nothing to restore)."""
+    saved = {k: os.environ.pop(k, None) for k in CACHE_VARS}
+    yield
+    for key, value in saved.items():
+        os.environ.pop(key, None)
+        if value is not None:
+            os.environ[key] = value
+
+
+def test_folder_per_distinct_run_and_off(tmp_path, cache_env):
     a = compile_cache.cache_folder(str(tmp_path), "txt2img", {"W": 32})
     assert a == compile_cache.cache_folder(str(tmp_path), "txt2img", {"W": 32})
     assert a != compile_cache.cache_folder(str(tmp_path), "txt2img", {"W": 64})
