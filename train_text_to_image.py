@@ -21,18 +21,8 @@ from ldm.train.config import log_level_value, parse_config  # noqa: E402
 
 def validation_sampler(cfg):
     """Validation images come from the text-to-image pipeline (training itself never imports it)."""
-    def make(model, config):
-        from ldm.errors import UserError
-        from ldm.pipeline import Text2ImagePipeline
-        pipe = Text2ImagePipeline(model, config, compile=cfg.jit)
-        try:                        # the pipeline's size rule, checked now rather than at the first validation
-            geometry = getattr(pipe, "geometry", None)      # the model's own size multiple, where known
-            size = (cfg.image_size, cfg.image_size) + ((geometry,) if geometry is not None else ())
-            pipe.check_size(*size)
-        except UserError as exc:
-            raise UserError(f"validation images at image_size {cfg.image_size}: {exc}") from exc
-        return pipe
-    return make
+    from ldm.pipeline import validation_sampler as make_validation_sampler
+    return make_validation_sampler(cfg.jit, cfg.image_size)
 
 
 def main(argv=None):

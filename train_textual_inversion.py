@@ -23,10 +23,8 @@ from ldm.train.textual_inversion import parse_config  # noqa: E402
 
 def validation_sampler(cfg):
     """Validation images come from the text-to-image pipeline (training never imports it)."""
-    def make(model, config):
-        from ldm.pipeline import Text2ImagePipeline
-        return Text2ImagePipeline(model, config, compile=cfg.jit)
-    return make
+    from ldm.pipeline import validation_sampler as make_validation_sampler
+    return make_validation_sampler(cfg.jit, cfg.image_size)
 
 
 def main(argv=None):

@@ -330,3 +330,18 @@ class Text2ImagePipeline:
         for s in seeds:
             run_checks.check_number("seed", s, 0, run_checks.SEED_LIMIT - 1, integer=True)
         return seeds
+
+
+def validation_sampler(compile_graphs, image_size):
+    """The ``make_sampler(model, config)`` that training gets for its validation images (ldm.train never
+    imports this module): a pipeline on the training model, with the pipeline's size rule checked for
+    ``image_size`` when it is built rather than at the first validation."""
+    def make(model, config):
+        pipe = Text2ImagePipeline(model, config, compile=compile_graphs)
+        try:
+            geometry = getattr(pipe, "geometry", None)      # the model's own size multiple, where known
+            pipe.check_size(image_size, image_size, *((geometry,) if geometry is not None else ()))
+        except UserError as exc:
+            raise UserError(f"validation images at image_size {image_size}: {exc}") from exc
+        return pipe
+    return make
