@@ -182,7 +182,7 @@ def test_shipped_recipes_parse():
     ti_names = [n for n in names if "textual_inversion" in n]      # train_textual_inversion.py's recipes
     assert len(ti_names) == 2
     for name in ti_names:
-        assert textual_inversion._read_recipe(textual_inversion.options(), os.path.join(folder, name))["placeholder_token"]
+        assert textual_inversion.read_recipe(os.path.join(folder, name))["placeholder_token"]
     recipes = {name: read_recipe(os.path.join(folder, name)) for name in names if name not in ti_names}
     assert {"train_config_vanilla_v2_vpred.yaml", "train_config_vanilla_v2.yaml", "train_config_lora_v2_vpred.yaml",
             "train_config_tiny_vpred.yaml"} <= set(recipes)

@@ -256,24 +256,26 @@ class _OneLineParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
-def build_parser():
-    parser = _OneLineParser(allow_abbrev=False, description="Fine-tune Stable Diffusion (eps or v objective, LoRA, EMA, resume, data-parallel). "
-                    "Every key of --train_config is also a flag; flags win over the YAML.",
-        argument_default=argparse.SUPPRESS)
-    parser.add_argument("--train_config", "-c", help="training recipe YAML (configs/train/*.yaml)")
-    for name, (_, default, text) in OPTIONS.items():
+def build_parser(table=None, description="Fine-tune Stable Diffusion (eps or v objective, LoRA, EMA, resume, "
+                 "data-parallel). Every key of --train_config is also a flag; flags win over the YAML.",
+                 recipe_help="training recipe YAML (configs/train/*.yaml)"):
+    """One flag per option of ``table`` (default: train_text_to_image.py's), plus --train_config/-c."""
+    parser = _OneLineParser(allow_abbrev=False, description=description, argument_default=argparse.SUPPRESS)
+    parser.add_argument("--train_config", "-c", help=recipe_help)
+    for name, (_, default, text) in (table or OPTIONS).items():
         parser.add_argument(f"--{name}", metavar="V", help=f"{text} (default: {default!r})")
     return parser
 
 
-def _convert(name, value, source):
-    conv = OPTIONS[name][0]
+def convert_value(name, value, source, table=None, choices=None):
+    """A recipe or flag value through its option's converter and allowed choices (one UserError line)."""
+    table, choices = table or OPTIONS, CHOICES if choices is None else choices
     try:
-        value = conv(value)
+        value = table[name][0](value)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{source}: bad value for {name}: {value!r} ({exc})") from exc
-    if name in CHOICES and value not in CHOICES[name]:
-        allowed = " | ".join(str(c) for c in CHOICES[name] if c != "")
+    if name in choices and value not in choices[name]:
+        allowed = " | ".join(str(c) for c in choices[name] if c != "")
         raise UserError(f"{source}: {name} must be one of {allowed}, got {value!r}")
     return value
 
@@ -288,8 +290,9 @@ def repo_path(path):
     return candidate if os.path.exists(candidate) else path
 
 
-def read_recipe(path):
-    """Read a train YAML into a flat dict; unknown keys are an error naming them."""
+def read_recipe(path, table=None, choices=None, tool="train_text_to_image.py"):
+    """Read a train YAML into a flat dict of converted values; unknown keys are an error naming them."""
+    table = table or OPTIONS
     path = repo_path(path)
     if not os.path.isfile(path):
         raise UserError(f"train config not found: {path}")
@@ -298,24 +301,30 @@ def read_recipe(path):
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise UserError(f"train config {path} does not hold a mapping")
-    unknown = sorted(k for k in raw if k not in OPTIONS)
+    unknown = sorted(k for k in raw if k not in table)
     if unknown:
         raise UserError(f"train config {path}: unknown key(s) {', '.join(unknown)} "
-                        f"(see train_text_to_image.py -h for the accepted keys)")
-    return {k: _convert(k, v, path) for k, v in raw.items()}
+                        f"(see {tool} -h for the accepted keys)")
+    return {k: convert_value(k, v, path, table, choices) for k, v in raw.items()}
+
+
+def merge_settings(parser, table=None, choices=None, tool="train_text_to_image.py", argv=None):
+    """Defaults <- recipe YAML (--train_config) <- flags, as a dict (``train_config`` the recipe's path)."""
+    table = table or OPTIONS
+    cli = vars(parser.parse_args(argv))
+    values = {name: spec[1] for name, spec in table.items()}
+    recipe_path = cli.pop("train_config", None)
+    if recipe_path:
+        values.update(read_recipe(recipe_path, table, choices, tool))
+    for name, value in cli.items():
+        values[name] = convert_value(name, value, "command line", table, choices)
+    values["train_config"] = repo_path(recipe_path) if recipe_path else ""
+    return values
 
 
 def parse_config(argv=None):
     """Defaults <- YAML (--train_config) <- CLI flags; validated. Returns an argparse.Namespace."""
-    args = build_parser().parse_args(argv)
-    cli = vars(args)
-    values = {name: spec[1] for name, spec in OPTIONS.items()}
-    recipe_path = cli.pop("train_config", None)
-    if recipe_path:
-        values.update(read_recipe(recipe_path))
-    for name, value in cli.items():
-        values[name] = _convert(name, value, "command line")
-    values["train_config"] = repo_path(recipe_path) if recipe_path else ""
+    values = merge_settings(build_parser(), argv=argv)
     values["model_config"] = repo_path(values["model_config"])
     if values["pretrained_model_file"]:
         values["pretrained_model_path"] = os.path.join(values["pretrained_model_path"], values["pretrained_model_file"])

@@ -92,54 +92,23 @@ CHOICES = dict(base.CHOICES, learnable_property=("object", "style"),
                scheduler=base.CHOICES["scheduler"] + ("multi_step_decay",), jit_level=("O0", "O1", "O2"))
 
 
+TOOL = "train_textual_inversion.py"
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(allow_abbrev=False, argument_default=argparse.SUPPRESS,
-                                     description="Textual inversion: learn new token embeddings for a concept "
-                                                 "from a folder of images (MindONE's recipes and flags).")
-    parser.add_argument("--train_config", "-c", help="training recipe YAML "
-                                                     "(configs/train/train_config_textual_inversion_v*.yaml)")
-    for name, (_, default, text) in options().items():
-        parser.add_argument(f"--{name}", metavar="V", help=f"{text} (default: {default!r})")
-    return parser
+    return base.build_parser(options(), description="Textual inversion: learn new token embeddings for a concept "
+                             "from a folder of images (MindONE's recipes and flags).",
+                             recipe_help="training recipe YAML (configs/train/train_config_textual_inversion_v*.yaml)")
 
 
-def _convert(table, name, value, source):
-    try:
-        value = table[name][0](value)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{source}: bad value for {name}: {value!r} ({exc})") from exc
-    if name in CHOICES and value not in CHOICES[name]:
-        allowed = " | ".join(str(c) for c in CHOICES[name] if c != "")
-        raise UserError(f"{source}: {name} must be one of {allowed}, got {value!r}")
-    return value
-
-
-def _read_recipe(table, path):
-    path = base.repo_path(path)
-    if not os.path.isfile(path):
-        raise UserError(f"train config not found: {path}")
-    from ldm.util import safe_load_yaml
-    raw = safe_load_yaml(path) or {}
-    if not isinstance(raw, dict):
-        raise UserError(f"train config {path} does not hold a mapping")
-    unknown = sorted(k for k in raw if k not in table)
-    if unknown:
-        raise UserError(f"train config {path}: unknown key(s) {', '.join(unknown)} "
-                        f"(see train_textual_inversion.py -h for the accepted keys)")
-    return {k: _convert(table, k, v, path) for k, v in raw.items()}
+def read_recipe(path):
+    """A textual-inversion recipe as a flat dict of converted values (unknown keys: one error line)."""
+    return base.read_recipe(path, options(), CHOICES, TOOL)
 
 
 def parse_config(argv=None):
     """Defaults <- recipe YAML <- flags, then MindONE's TI counting (see the module docstring)."""
-    table = options()
-    cli = vars(build_parser().parse_args(argv))
-    values = {name: spec[1] for name, spec in table.items()}
-    recipe = cli.pop("train_config", None)
-    if recipe:
-        values.update(_read_recipe(table, recipe))
-    for name, value in cli.items():
-        values[name] = _convert(table, name, value, "command line")
-    values["train_config"] = base.repo_path(recipe) if recipe else ""
+    values = base.merge_settings(build_parser(), options(), CHOICES, TOOL, argv)
     model_config = values["model_config"]
     if not os.path.exists(base.repo_path(model_config)) and model_config in MODEL_ALIASES:
         model_config = MODEL_ALIASES[model_config]
