@@ -2,20 +2,28 @@
 
 Each benchmark prints its own table (ours next to diffusers-PyTorch where a torch interpreter is
 given) and writes JSON under bench/out/; this script only runs them in turn, with a time limit each,
-and records the output, the command and the machine, so the README's results can be regenerated.
+and records the output, the command and the machine (bench/machine.py: CPU model and flags, cores,
+memory, load average before and after each benchmark, versions, date) into bench/results.md and
+bench/out/run_all.json. `bench/readme_table.py` (or `--readme_table` here) turns that one run's record
+into the README's results table, so every row and the machine line come from the same run.
 
     bash tests/fixtures/make_fixture_env.sh /tmp/msd-fixture-env   # once: the torch reference side
     python bench/run_all.py --torch_python /tmp/msd-fixture-env/bin/python
 """
 import argparse
-import datetime
+import json
 import os
-import platform
 import subprocess
 import sys
+import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
+OUT_DIR = os.path.join(BENCH_DIR, "out")
+sys.path.insert(0, BENCH_DIR)
+import machine  # noqa: E402
+import readme_table  # noqa: E402
+
 BENCHMARKS = ("bench_models", "bench_samplers", "bench_txt2img", "bench_train", "bench_eval")
 # --quick: only the small cases (minutes instead of about an hour; no full-size SD model is built)
 QUICK_ARGS = {"bench_samplers": [], "bench_txt2img": ["--only", "tiny"], "bench_train": ["--cases", "tiny"],
@@ -52,26 +60,53 @@ def main(argv=None):
                              "full-size SD 2.x UNet")
     parser.add_argument("--output", default=os.path.join(BENCH_DIR, "results.md"),
                         help="markdown file to write")
+    parser.add_argument("--record", default=os.path.join(OUT_DIR, "run_all.json"),
+                        help="JSON record of this run (machine, per-benchmark load and output file hashes)")
+    parser.add_argument("--readme_table", action="store_true",
+                        help="run nothing: print the README results table from the last run's --record")
     args = parser.parse_args(argv)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"# Benchmark results\n\n{stamp}; {platform.machine()}, {os.cpu_count()} cores, "
-             f"Python {platform.python_version()}; reference python: {args.torch_python or 'none'}\n"]
+    if args.readme_table:
+        return readme_table.main(["--run", args.record])
+    rec = machine.machine_record(args.torch_python)
+    run = dict(machine=rec, quick=args.quick, benchmarks=[])
+    parts = [f"# Benchmark results\n\nMachine: {machine.machine_line(rec)}\n",
+             f"Reference python: {args.torch_python or 'none'}; Python {rec['python']}. "
+             "Other work may share this machine: the load average before and after each benchmark is below; "
+             "compare ratios measured in one run, not absolute times across runs.\n",
+             "```json\n" + json.dumps(rec, indent=1) + "\n```\n"]
     failed = 0
     for name in args.only:
         if args.quick and name not in QUICK_ARGS:
             continue
         extra = QUICK_ARGS[name] if args.quick else []
         print(f"running {name} ...", flush=True)
+        load_before, start = machine.load_average(), time.time()
         out, code = run_one(name, args.torch_python, args.timeout, extra)
+        load_after, seconds = machine.load_average(), time.time() - start
         failed += code not in (0,)
         command = " ".join([f"python bench/{name}.py"] + extra)
-        parts.append(f"## {name}\n\n`{command}`\n\n```\n{out}\n```\n")
-    tmp = args.output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-    os.replace(tmp, args.output)
-    print(f"wrote {args.output}")
+        bench = dict(name=name, command=command, exit_code=code, seconds=round(seconds, 1),
+                     load_before=load_before, load_after=load_after, json=None)
+        path = os.path.join(OUT_DIR, name + ".json")
+        if os.path.isfile(path) and os.path.getmtime(path) >= start:   # written by this run, not an older one
+            bench["json"] = dict(path=path, sha256=readme_table.sha256(path))
+        run["benchmarks"].append(bench)
+        parts.append(f"## {name}\n\n`{command}` ({seconds:.0f} s; load average before "
+                     f"{'/'.join(map(str, load_before))}, after {'/'.join(map(str, load_after))})\n\n"
+                     f"```\n{out}\n```\n")
+    os.makedirs(os.path.dirname(args.record), exist_ok=True)
+    _write(args.record, json.dumps(run, indent=1))
+    parts.append("## README table (`python bench/readme_table.py`)\n\n" + readme_table.build_table(run) + "\n")
+    _write(args.output, "\n".join(parts))
+    print(f"wrote {args.output} and {args.record}")
     return 1 if failed else 0
+
+
+def _write(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

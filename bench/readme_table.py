@@ -1,0 +1,121 @@
+"""The README's speed table, built from one run_all run: bench/out/run_all.json and the JSON it names.
+
+run_all.py records, for every benchmark it ran, the JSON file that benchmark wrote and its sha256; this
+script refuses a JSON file whose hash differs (a benchmark rerun alone afterwards), so every row of the
+table and the machine line above it come from the same run.
+
+    python bench/readme_table.py [--run bench/out/run_all.json]
+"""
+import argparse
+import hashlib
+import json
+import os
+import sys
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH_DIR)
+from machine import machine_line  # noqa: E402
+
+HEADER = "| benchmark | ours | diffusers-PyTorch | ratio (ours / torch time) |\n|---|---|---|---|"
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "-"
+
+
+def _num(x, fmt, unit=""):
+    return f"{x:{fmt}}{unit}" if isinstance(x, (int, float)) else "-"
+
+
+def rows_models(data, note):
+    ms, pt = data.get("mindspore", {}), data.get("pytorch", {})
+    n = len(ms.get("times_s", []))
+    label = f"SD 2.x UNet fp32 forward, 64x64 latents, batch 2 (`bench_models.py`, {ms.get('mode', 'graph')}, median of {n})"
+    a, b = ms.get("median_s"), pt.get("median_s")
+    return [f"| {label}{note} | {_num(a, '.2f', ' s')} | {_num(b, '.2f', ' s')} | {_ratio(a, b)} |"]
+
+
+def rows_txt2img(data, note):
+    labels = {"sd2": "txt2img SD 2.x size, 512 px, DPM-Solver++ 2M 15 steps, scale 9 (`bench_txt2img.py`, best of "
+                     "{n})",
+              "tiny": "txt2img tiny random SD2-style model, 64 px, same sampler (per-step overhead, best of {n})"}
+    out = []
+    for row in data:
+        ours, ref = row.get("ours", {}), row.get("diffusers", {})
+        n = len(ours.get("all_s", []))
+        label = labels.get(row["setting"], row["setting"]).format(n=n)
+        a, b = ours.get("s_per_image"), ref.get("s_per_image")
+        out.append(f"| {label}{note} | {_num(a, '.3f', ' s/img')} | {_num(b, '.3f', ' s/img')} | {_ratio(a, b)} |")
+    return out
+
+
+def rows_train(data, note):
+    labels = {"sd2": "SD 2.x UNet training step (fwd+bwd+AdamW), 256 px, batch 1 (`bench_train.py --cases sd2`)",
+              "tiny": "tiny UNet training step, batch 4, 32 px (`bench_train.py --cases tiny`)"}
+    by_case = {}
+    for r in data:
+        by_case.setdefault(r["case"], {})[r["side"]] = r
+    out = []
+    for case, sides in by_case.items():
+        ours, ref = sides.get("mindspore", {}), sides.get("torch", {})
+        a, b = ours.get("ms_per_step"), ref.get("ms_per_step")
+
+        def cell(r, t):
+            return (f"{t:.0f} ms (peak {r['peak_rss_mb'] / 1024:.1f} GB)" if t else r.get("error", "-")[:60])
+        out.append(f"| {labels.get(case, case)}{note} | {cell(ours, a)} | {cell(ref, b) if ref else '-'} | "
+                   f"{_ratio(a, b)} |")
+    return out
+
+
+def rows_eval(data, note):
+    out = []
+    for key, label in (("fid_img_per_s", "FID Inception features (`bench_eval.py`), img/s"),
+                       ("clip_img_per_s", f"CLIP {data.get('clip_preset', '')} score (`bench_eval.py`), img/s")):
+        a, b = data.get(f"ours_{key}"), data.get(f"torch_{key}")
+        # throughput: the time ratio is reference / ours
+        out.append(f"| {label}{note} | {_num(a, '.2f')} | {_num(b, '.2f')} | {_ratio(b, a)} |")
+    return out
+
+
+ROWS = {"bench_models": rows_models, "bench_txt2img": rows_txt2img, "bench_train": rows_train,
+        "bench_eval": rows_eval}
+
+
+def build_table(run):
+    """Markdown: machine line, then one row per measured case of the benchmarks in ``run``."""
+    lines = [f"Measured by one `bench/run_all.py` run{' (--quick)' if run.get('quick') else ''} on: "
+             f"{machine_line(run['machine'])}.", "", HEADER]
+    for bench in run["benchmarks"]:
+        fn = ROWS.get(bench["name"])
+        out = bench.get("json")
+        if fn is None or not out:
+            continue
+        if not os.path.isfile(out["path"]) or sha256(out["path"]) != out["sha256"]:
+            raise SystemExit(f"{out['path']} is not the file run_all recorded (rerun bench/run_all.py)")
+        with open(out["path"], encoding="utf-8") as f:
+            data = json.load(f)
+        before, after = bench["load_before"][0], bench["load_after"][0]
+        lines += fn(data, f" [load {before}->{after}]")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", default=os.path.join(BENCH_DIR, "out", "run_all.json"),
+                        help="run record written by bench/run_all.py")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.run):
+        print(f"error: {args.run} not found (run bench/run_all.py first)", file=sys.stderr)
+        return 2
+    with open(args.run, encoding="utf-8") as f:
+        print(build_table(json.load(f)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
