@@ -183,7 +183,12 @@ def test_shipped_recipes_parse():
     assert len(ti_names) == 2
     for name in ti_names:
         assert textual_inversion.read_recipe(os.path.join(folder, name))["placeholder_token"]
-    recipes = {name: read_recipe(os.path.join(folder, name)) for name in names if name not in ti_names}
+    from ldm.train import dreambooth
+    db_names = [n for n in names if "dreambooth" in n]              # train_dreambooth.py's recipes
+    assert len(db_names) == 3
+    for name in db_names:
+        assert dreambooth.read_recipe(os.path.join(folder, name))["instance_prompt"]
+    recipes = {name: read_recipe(os.path.join(folder, name)) for name in names if name not in ti_names + db_names}
     assert {"train_config_vanilla_v2_vpred.yaml", "train_config_vanilla_v2.yaml", "train_config_lora_v2_vpred.yaml",
             "train_config_tiny_vpred.yaml"} <= set(recipes)
     # MindONE's own v-pred recipe (shipped unchanged) gets "v" from its model config, as in MindONE

@@ -53,10 +53,11 @@ def read_template_file(path):
     return tuple(lines)
 
 
-def scan_images(folder, min_size):
-    """Records (caption unused) of the usable images directly in ``folder``, sorted by name."""
+def scan_images(folder, min_size, label="train_data_dir"):
+    """Records (caption unused) of the usable images directly in ``folder``, sorted by name; ``label``
+    names the folder's option in messages."""
     if not os.path.isdir(folder):
-        raise UserError(f"train_data_dir not found: {folder}")
+        raise UserError(f"{label} not found: {folder}")
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
     records, skipped = [], 0
     for name in names:
@@ -66,7 +67,7 @@ def scan_images(folder, min_size):
         else:
             records.append(Record(path, ""))
     if not records:
-        raise UserError(f"no usable images in train_data_dir {folder} ({len(names)} image file(s), {skipped} "
+        raise UserError(f"no usable images in {label} {folder} ({len(names)} image file(s), {skipped} "
                         f"skipped as unreadable or shorter side < {min_size} px)")
     if skipped:
         _log.warning("skipped %d of %d images in %s", skipped, len(names), folder)

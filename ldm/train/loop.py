@@ -338,13 +338,21 @@ class TrainRun:
         cfg = self.cfg
         idx = shard_indices(len(self.dataset), epoch, cfg.seed, cfg.train_batch_size, micro_step,
                             self.rank, self.world)
-        batch = make_batch(self.dataset, idx, epoch, self.schedule.num_train_timesteps, self.latent_shape) \
-            if self.cache is None else self.cache.batch(idx, epoch, self.schedule.num_train_timesteps)
+        batch = self.load_batch(idx, epoch)
         noise = batch["noise"]
         if cfg.noise_offset:
             noise = noise + cfg.noise_offset * batch["offset_noise"]
-        terms = timestep_terms(self.schedule, batch["t"], self.prediction_type, cfg.snr_gamma)
-        return batch, noise.astype(np.float32), terms
+        abar, weight = timestep_terms(self.schedule, batch["t"], self.prediction_type, cfg.snr_gamma)
+        if "loss_weight" in batch:        # per-sample factors of a mode's loss (DreamBooth's prior weight)
+            weight = (weight * batch["loss_weight"]).astype(np.float32)
+        return batch, noise.astype(np.float32), (abar, weight)
+
+    def load_batch(self, idx, epoch):
+        """The host batch of dataset indices ``idx`` (hook: DreamBooth appends the class images); an
+        optional ``loss_weight`` (N,) entry multiplies each sample's loss weight."""
+        if self.cache is not None:
+            return self.cache.batch(idx, epoch, self.schedule.num_train_timesteps)
+        return make_batch(self.dataset, idx, epoch, self.schedule.num_train_timesteps, self.latent_shape)
 
     def device_inputs(self, batch, noise, terms):
         """ObjectiveInputs on the device: encoded latents and text, timesteps, noise, abar, weight."""

@@ -1,0 +1,88 @@
+"""DreamBooth data (MindONE's ``ldm/data/dataset_db.py``): the instance images of one subject, all
+captioned with ``instance_prompt`` and repeated ``train_data_repeats`` times per epoch, and, with prior
+preservation, a class image captioned with ``class_prompt`` paired with every instance sample.
+
+MindONE's item ``i`` is (instance image ``i``, instance prompt, a class image picked at random, class
+prompt) and its model adds the two losses, ``loss = instance loss + prior_loss_weight * class loss``
+(LatentDiffusionDreamBooth). Here the class half of a batch is drawn from its own generator keyed by
+``(seed, epoch, instance index)``, so a resumed or data-parallel run pairs every instance sample with
+the same class image, timestep and noise as one uninterrupted process; :func:`paired_batch` stacks the
+two halves into one batch whose per-sample loss weights give exactly MindONE's sum.
+"""
+import os
+
+import numpy as np
+
+from ldm.data.dataset import ImageCaptionDataset, Record, load_image, make_batch, replace_skipped
+from ldm.data.ti_dataset import IMAGE_EXTENSIONS, scan_images
+
+CLASS_STREAM = 0xC1A55   # fourth key word of the class half's generator (the instance half uses three)
+
+
+def list_images(folder):
+    """Names of the image files directly in ``folder`` (sorted; what counts towards num_class_images)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
+
+
+class DreamBoothDataset(ImageCaptionDataset):
+    """``len = instance images x repeats`` (MindONE's list repetition: a, b, c, a, b, c, ...); sample ``i``
+    is instance image ``i % images`` with ``instance_prompt``. ``prior`` holds the class images once
+    :meth:`attach_class_images` has been called (after any missing ones were generated)."""
+
+    def __init__(self, instance_dir, instance_prompt, image_size, repeats=1, random_crop=False,
+                 random_flip=False, min_size=0, seed=42, filter_small=False, replace_skipped_images=False):
+        self.image_size = int(image_size)
+        self.random_crop, self.random_flip = random_crop, random_flip
+        self.drop_text_prob = 0.0            # every instance caption holds the identifier
+        self.seed = int(seed)
+        self.filter_threshold = (min_size or self.image_size // 2) if filter_small else 0
+        images, skipped = scan_images(instance_dir, self.filter_threshold, "instance_data_dir")
+        images = replace_skipped(images, skipped) if replace_skipped_images else images
+        self.images = [Record(r.path, instance_prompt) for r in images]
+        self.repeats = max(int(repeats), 1)
+        self.records = self.images * self.repeats
+        self.prior = None
+
+    def attach_class_images(self, class_dir, class_prompt):
+        self.prior = ClassImages(class_dir, class_prompt, self.image_size, self.random_crop, self.random_flip,
+                                 self.filter_threshold, self.seed)
+        return self.prior
+
+
+class ClassImages(ImageCaptionDataset):
+    """The class images of prior preservation; ``sample(i, epoch)`` is the class partner of instance
+    sample ``i``: an image picked uniformly (as MindONE's ``random.choice``) by that sample's class
+    generator, captioned with ``class_prompt``, with its own timestep and noise."""
+
+    def __init__(self, folder, prompt, image_size, random_crop=False, random_flip=False, min_size=0, seed=42):
+        self.image_size = int(image_size)
+        self.random_crop, self.random_flip = random_crop, random_flip
+        self.drop_text_prob = 0.0
+        self.seed = int(seed)
+        self.prompt = prompt
+        self.records, _ = scan_images(folder, min_size, "class_data_dir")
+
+    def sample(self, index, epoch, num_timesteps, latent_shape):
+        rng = np.random.default_rng([self.seed, int(epoch), int(index), CLASS_STREAM])
+        rec = self.records[int(rng.integers(0, len(self.records)))]
+        image = load_image(rec.path, self.image_size, rng, self.random_crop, self.random_flip)
+        return dict(image=image, **self.draws(rng, self.prompt, num_timesteps, latent_shape))
+
+
+def paired_batch(dataset, indices, epoch, num_timesteps, latent_shape, prior_loss_weight=1.0):
+    """The instance samples ``indices`` and, with a prior attached and a non-zero weight, their class
+    partners after them (2N rows). ``loss_weight`` (2N,) makes the objective's batch mean
+    ``(1/2N) * (2 * sum_inst + 2w * sum_class) = mean_inst + w * mean_class``, MindONE's loss; without
+    the class half the batch is the plain instance batch (loss = mean_inst, as MindONE's weight 0)."""
+    batch = make_batch(dataset, indices, epoch, num_timesteps, latent_shape)
+    if dataset.prior is None or not prior_loss_weight:
+        return batch
+    prior = make_batch(dataset.prior, indices, epoch, num_timesteps, latent_shape)
+    n = len(batch["text"])
+    out = {k: np.concatenate([batch[k], prior[k]]) for k in batch if k != "text"}
+    out["text"] = batch["text"] + prior["text"]
+    out["loss_weight"] = np.concatenate([np.full(n, 2.0), np.full(n, 2.0 * float(prior_loss_weight))]
+                                        ).astype(np.float32)
+    return out
