@@ -11,6 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIS = [
     "train_text_to_image.py",
     "train_textual_inversion.py",
+    "train_dreambooth.py",
     "text_to_image.py",
     "eval/eval_fid.py",
     "eval/eval_clip_score.py",

@@ -67,8 +67,9 @@ def scan_images(folder, min_size, label="train_data_dir"):
         else:
             records.append(Record(path, ""))
     if not records:
+        why = f"unreadable or shorter side < {min_size} px" if min_size else "unreadable"
         raise UserError(f"no usable images in {label} {folder} ({len(names)} image file(s), {skipped} "
-                        f"skipped as unreadable or shorter side < {min_size} px)")
+                        f"skipped as {why})")
     if skipped:
         _log.warning("skipped %d of %d images in %s", skipped, len(names), folder)
     return records, skipped

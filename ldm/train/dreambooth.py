@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 
+from ldm.data.dreambooth_dataset import list_images
 from ldm.errors import UserError
 from ldm.train import config as base
 from ldm.train.loop import TrainRun, build_training_model, no_leftovers
@@ -171,17 +172,25 @@ class DreamBoothRun(TrainRun):
     def build_dataset(self):
         from ldm.data.dreambooth_dataset import DreamBoothDataset
         cfg = self.cfg
+        from ldm.data.class_images import missing_class_images
         flip = cfg.random_crop if cfg.random_flip is None else cfg.random_flip   # MindONE: crop with flip
-        return DreamBoothDataset(cfg.instance_data_dir, cfg.instance_prompt, cfg.image_size, cfg.train_data_repeats,
-                                 cfg.random_crop, flip, cfg.image_filter_size or cfg.min_image_size, cfg.seed,
-                                 filter_small=cfg.filter_small_size, replace_skipped_images=cfg.replace_small_images)
+        dataset = DreamBoothDataset(cfg.instance_data_dir, cfg.instance_prompt, cfg.image_size, cfg.train_data_repeats,
+                                    cfg.random_crop, flip, cfg.image_filter_size or cfg.min_image_size, cfg.seed,
+                                    filter_small=cfg.filter_small_size, replace_skipped_images=cfg.replace_small_images)
+        if cfg.with_prior_preservation and not missing_class_images(cfg.class_data_dir, cfg.num_class_images):
+            dataset.attach_class_images(cfg.class_data_dir, cfg.class_prompt)   # checked before any model is built
+        return dataset
 
     def build_model(self):
         cfg = self.cfg
         model, config = build_training_model(cfg)
         if cfg.with_prior_preservation:
-            self.prepare_class_images(model, config)
-            self.dataset.attach_class_images(cfg.class_data_dir, cfg.class_prompt)
+            if self.dataset.prior is None:
+                self.prepare_class_images(model, config)
+                self.dataset.attach_class_images(cfg.class_data_dir, cfg.class_prompt)
+            elif self.is_main:
+                _log.info("found %d class image files in %s (num_class_images %d): none to generate",
+                          len(list_images(cfg.class_data_dir)), cfg.class_data_dir, cfg.num_class_images)
             if self.is_main:
                 _log.info("prior preservation: %d class images in %s, prior_loss_weight %g",
                           len(self.dataset.prior), cfg.class_data_dir, cfg.prior_loss_weight)
@@ -194,15 +203,9 @@ class DreamBoothRun(TrainRun):
         model's own spec: a --prediction_type / --rescale_zero_snr override describes what this run trains
         for, not what the base weights predict. Every rank draws the same images (same seeds) and writes
         them atomically, so no rank has to wait for another."""
-        from ldm.data.class_images import fill_class_images, missing_class_images
-        from ldm.data.dreambooth_dataset import list_images
+        from ldm.data.class_images import fill_class_images
         from ldm.diffusion.spec import resolve_spec
         cfg = self.cfg
-        if not missing_class_images(cfg.class_data_dir, cfg.num_class_images):
-            if self.is_main:
-                _log.info("found %d class images in %s (num_class_images %d): none to generate",
-                          len(list_images(cfg.class_data_dir)), cfg.class_data_dir, cfg.num_class_images)
-            return
         if self.make_class_sampler is None:
             raise UserError("class images must be generated but no sampling function was given: call "
                             "train_dreambooth(cfg, make_class_sampler=...) (train_dreambooth.py passes the pipeline)")
