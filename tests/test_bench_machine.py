@@ -44,10 +44,11 @@ def test_record_comes_from_this_machine():
 
 def test_cpu_flags_parsed_from_a_cpuinfo_file(tmp_path):
     path = tmp_path / "cpuinfo"
-    path.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 avx512f amx_tile\n\n"
+    path.write_text("processor\t: 0\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Test CPU 9000\n"
+                    "flags\t\t: fpu avx2 avx512f amx_tile\n\n"
                     "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
     info = machine.cpu_info(str(path))
-    assert info["cpu_model"] == "Test CPU 9000"
+    assert info["cpu_model"] == "Test CPU 9000" and info["cpu_family_model"] == "family 6 model 143"
     assert info["flags"] == {"avx2": True, "avx512f": True, "avx512_bf16": False, "amx_tile": True}
     assert machine.reference_versions("") == {}
     assert "error" in machine.reference_versions(str(tmp_path / "no-python"))
