@@ -156,20 +156,25 @@ def test_loss_is_instance_plus_weighted_class_and_class_images_use_the_base_spec
     assert seen == ["eps"] and run.prediction_type == "v"         # drawn as the base model predicts
     assert len(list_images(str(cls))) == 3 and len(run.dataset.prior) == 3
 
-    def loss(weight):
-        run.cfg.prior_loss_weight = weight
-        return float(run.objective(*run.device_inputs(*run.host_batch(0, 0))).asnumpy())
-    l0, l1, l2 = loss(0.0), loss(1.0), loss(2.5)
-    assert abs(l1 - l0) > 1e-4                                     # the class term is there
-    np.testing.assert_allclose(l2 - l0, 2.5 * (l1 - l0), rtol=1e-4)
-    run.cfg.prior_loss_weight = 1.0
-    inputs = run.device_inputs(*run.host_batch(0, 0))
-    n = cfg.train_batch_size
     from mindspore import Tensor
+
+    def host(weight):
+        run.cfg.prior_loss_weight = weight
+        return run.host_batch(0, 0)
+    plain, paired, heavier = host(0.0), host(1.0), host(2.5)
+    n = cfg.train_batch_size
+    assert len(plain[0]["text"]) == n and len(paired[0]["text"]) == 2 * n
+    for key in ("image", "t", "noise"):                            # weight 0: the instance half alone
+        np.testing.assert_array_equal(plain[0][key], paired[0][key][:n])
+    np.testing.assert_array_equal(heavier[0]["image"], paired[0]["image"])   # only the weights differ
+    inputs = run.device_inputs(*paired)
     ones = Tensor(np.ones(n, np.float32))
     instance = float(run.objective(*[x[:n] for x in inputs[:-1]], ones).asnumpy())
     klass = float(run.objective(*[x[n:] for x in inputs[:-1]], ones).asnumpy())
-    np.testing.assert_allclose([l0, l1], [instance, instance + klass], rtol=1e-5)
+    assert abs(klass) > 1e-4                                       # the class term is there
+    l1 = float(run.objective(*inputs).asnumpy())
+    l25 = float(run.objective(*inputs[:-1], Tensor(heavier[2][1])).asnumpy())
+    np.testing.assert_allclose([l1, l25], [instance + klass, instance + 2.5 * klass], rtol=1e-5)
 
 
 # ------------------------------------------------------------------ MindONE's recipes, end to end

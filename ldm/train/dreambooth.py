@@ -18,7 +18,9 @@ import argparse
 import logging
 import os
 
-from ldm.data.dreambooth_dataset import list_images
+from ldm.data.class_images import fill_class_images, missing_class_images
+from ldm.data.dreambooth_dataset import DreamBoothDataset, list_images, paired_batch
+from ldm.diffusion.spec import resolve_spec
 from ldm.errors import UserError
 from ldm.train import config as base
 from ldm.train.loop import TrainRun, build_training_model, no_leftovers
@@ -143,7 +145,6 @@ def validate(cfg):
 def check_class_sampler(cfg):
     """The class-image sampler planned once on the base model's spec (its own limits are one line now)."""
     from ldm.diffusion.samplers import SAMPLER_NAMES, get_sampler
-    from ldm.diffusion.spec import resolve_spec
     from ldm.run_checks import SCALE_LIMIT
     if cfg.class_sampler not in SAMPLER_NAMES:
         raise UserError(f"class_sampler {cfg.class_sampler!r} is not a sampler; choose one of "
@@ -170,9 +171,7 @@ class DreamBoothRun(TrainRun):
         super().__init__(cfg, make_sampler)
 
     def build_dataset(self):
-        from ldm.data.dreambooth_dataset import DreamBoothDataset
         cfg = self.cfg
-        from ldm.data.class_images import missing_class_images
         flip = cfg.random_crop if cfg.random_flip is None else cfg.random_flip   # MindONE: crop with flip
         dataset = DreamBoothDataset(cfg.instance_data_dir, cfg.instance_prompt, cfg.image_size, cfg.train_data_repeats,
                                     cfg.random_crop, flip, cfg.image_filter_size or cfg.min_image_size, cfg.seed,
@@ -203,8 +202,6 @@ class DreamBoothRun(TrainRun):
         model's own spec: a --prediction_type / --rescale_zero_snr override describes what this run trains
         for, not what the base weights predict. Every rank draws the same images (same seeds) and writes
         them atomically, so no rank has to wait for another."""
-        from ldm.data.class_images import fill_class_images
-        from ldm.diffusion.spec import resolve_spec
         cfg = self.cfg
         if self.make_class_sampler is None:
             raise UserError("class images must be generated but no sampling function was given: call "
@@ -226,7 +223,6 @@ class DreamBoothRun(TrainRun):
         return bool(cfg.lora_ft_text_encoder) if cfg.use_lora else bool(cfg.train_text_encoder)
 
     def load_batch(self, idx, epoch):
-        from ldm.data.dreambooth_dataset import paired_batch
         return paired_batch(self.dataset, idx, epoch, self.schedule.num_train_timesteps, self.latent_shape,
                             self.cfg.prior_loss_weight)
 
