@@ -256,10 +256,22 @@ def test_lora_recipe_writes_only_lora_weights(full_run, instances, tmp_path):
 
 @pytest.mark.slow
 def test_vanilla_recipe_trains_without_class_images(instances, tmp_path):
+    """Also the v objective (through the spec) and EMA on the shared loop: PyNative, to skip a compile."""
     import train_dreambooth
+    from ldm.convert.readers import read_weight_file
+    from ldm.diffusion.spec import recorded_spec
+    from ldm.util import load_config, model_section
     out = tmp_path / "vanilla"
-    assert train_dreambooth.main(argv(DB_RECIPES[2], instances, out, "--mode", "1")) == 0
-    assert (out / "ckpt" / "sd-step2.ckpt").is_file()
+    assert train_dreambooth.main(argv(DB_RECIPES[2], instances, out, "--mode", "1", "--prediction_type", "v",
+                                      "--use_ema", "True")) == 0
+    state = read_weight_file(str(out / "ckpt" / "sd-step2.ckpt"))
+    assert recorded_spec(state).prediction_type == "v"
+    assert model_section(load_config(str(out / "ckpt" / "model_config.yaml")))["prediction_type"] == "v"
+    resume = read_weight_file(str(out / "ckpt" / "train_resume.ckpt"))
+    shadowed = [k for k in state if f"ema.{k}" in resume]
+    assert shadowed and all(np.array_equal(state[k], resume[f"ema.{k}"]) for k in shadowed)   # EMA saved
+    assert any(not np.array_equal(resume[k], resume[f"ema.{k}"]) for k in shadowed)         # raw moved on
+    assert not any(k.startswith("lora") or ".lora_" in k for k in state)
 
 
 # ------------------------------------------------------------------ bad input: one line, exit 2
