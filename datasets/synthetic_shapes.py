@@ -8,6 +8,7 @@ generated image follows its prompt (right colour in the right region).
     python datasets/synthetic_shapes.py --output_path datasets/shapes --num_train 400 --num_test 40
 """
 import csv
+import functools
 import io
 import os
 import random
@@ -139,12 +140,16 @@ def _palette_labels(arr):
     return np.asarray(names)[dists.argmin(axis=0)]
 
 
-def find_shape(image):
+def find_shape(image, masks=None):
     """The drawn shape, found without looking at the caption: (colour, shape, (cx, cy)) or None.
 
     Its colour is the shape colour that the most pixels are nearest to; its centre is the middle of
     those pixels' robust (5th-95th percentile) bounding box; its shape is the one whose exact mask
-    at that centre overlaps those pixels best (IoU)."""
+    at that centre overlaps those pixels best (IoU). ``masks``: name -> mask function like
+    :func:`shape_mask`'s ``(cx, cy, size)``, the candidate shapes (default: the three of SHAPES; the
+    new-concept demo adds its own, datasets/synthetic_concept.py)."""
+    if masks is None:
+        masks = {shape: functools.partial(shape_mask, shape) for shape in SHAPES}
     arr = np.asarray(image.convert("RGB"), dtype=np.float64)
     labels = _palette_labels(arr)
     counts = {c: int((labels == c).sum()) for c in COLOURS}
@@ -156,10 +161,18 @@ def find_shape(image):
     cx = (np.percentile(xs, 5) + np.percentile(xs, 95) + 1) / 2
     cy = (np.percentile(ys, 5) + np.percentile(ys, 95) + 1) / 2
     ious = {}
-    for shape in SHAPES:
-        mask = shape_mask(shape, cx, cy, arr.shape[0])
+    for shape, mask_fn in masks.items():
+        mask = mask_fn(cx, cy, arr.shape[0])
         ious[shape] = np.logical_and(mask, painted).sum() / np.logical_or(mask, painted).sum()
     return colour, max(ious, key=ious.get), (cx, cy)
+
+
+def background_of(image):
+    """The background whose RGB is nearest to the mean of the image's four corner patches."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float64)
+    k = max(1, arr.shape[0] // 10)
+    corners = np.concatenate([arr[:k, :k], arr[:k, -k:], arr[-k:, :k], arr[-k:, -k:]]).reshape(-1, 3)
+    return nearest_colour(corners.mean(axis=0), BACKGROUNDS)
 
 
 def caption_match(image, text):
@@ -171,11 +184,8 @@ def caption_match(image, text):
     """
     shape, colour, background, position = parse_caption(text)
     found = find_shape(image)
-    arr = np.asarray(image.convert("RGB"), dtype=np.float64)
-    size = arr.shape[0]
-    k = max(1, size // 10)
-    corners = np.concatenate([arr[:k, :k], arr[:k, -k:], arr[-k:, :k], arr[-k:, -k:]]).reshape(-1, 3)
-    bg_ok = nearest_colour(corners.mean(axis=0), BACKGROUNDS) == background
+    size = image.size[1]
+    bg_ok = background_of(image) == background
     if found is None:
         return {"colour": False, "shape": False, "position": False, "background": bg_ok}
     got_colour, got_shape, (cx, cy) = found
