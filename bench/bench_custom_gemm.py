@@ -2,7 +2,8 @@
 
 Three levels, each variant interleaved rep after rep in one process, medians (and mins) reported:
   gemm    one product at UNet shapes: ops.MatMul / BatchMatMul vs the aot and pyfunc custom ops vs numpy;
-  block   our SpatialTransformer (SD 2.x level 1: 320 ch, 64x64 tokens, 5 heads, context 77x1024, batch 2)
+  block   our SpatialTransformer (SD 2.x level 2: 640 ch, 32x32 tokens, 10 heads, context 77x1024, batch 2;
+          level 1 at 64x64 needed over 14 GB for three nets' forward and gradient graphs)
           under ms.jit, forward and forward+backward (grads of input and weights), with every Dense and
           attention BatchMatMul swapped for the custom ops (same Parameters, so same numbers) vs as built;
   unet    the tiny UNet (configs/tiny-v2-vpred.yaml) forward and training-step gradients, the same swap.
@@ -121,12 +122,12 @@ def _block_setup():
     from mindspore import Tensor
     from ldm.models.attention import SpatialTransformer
     rng = np.random.default_rng(0)
-    x = Tensor(rng.standard_normal((2, 320, 64, 64), dtype=np.float32))
+    x = Tensor(rng.standard_normal((2, 640, 32, 32), dtype=np.float32))
     ctx = Tensor(rng.standard_normal((2, 77, 1024), dtype=np.float32))
 
     def build():
         ms.set_seed(0)
-        st = SpatialTransformer(320, 5, 64, depth=1, context_dim=1024, use_linear=True)
+        st = SpatialTransformer(640, 10, 64, depth=1, context_dim=1024, use_linear=True)
         for p in st.get_parameters():   # proj_out is zero-initialised: give every weight values
             p.set_data(Tensor(np.random.default_rng(abs(hash(p.name)) % 2 ** 32).standard_normal(
                 p.shape).astype(np.float32) * 0.05))
@@ -168,8 +169,12 @@ def level_net(reps, ops_by_flavour, build, inputs, label):
         lk, (gik, gwk) = grads[k](*inputs)
         by_name = {q.name: g for q, g in zip(nets[k].trainable_params(), gwk)}
         assert sorted(by_name) == sorted(by_name0), "swapped net has other parameters"
+        # weight grads: max abs difference over all parameters / largest gradient entry (a per-parameter ratio
+        # blows up on parameters whose gradient is ~1e-12 here)
+        scale = max(float(np.abs(g.asnumpy()).max()) for g in by_name0.values())
         check[k] = dict(forward=_rel(fwd[k](*inputs), y0), input_grads=max(_rel(a, b) for a, b in zip(gik, gi0)),
-                        weight_grads=max(_rel(by_name[n], by_name0[n]) for n in by_name0))
+                        weight_grads=max(float(np.abs(by_name[n].asnumpy() - by_name0[n].asnumpy()).max())
+                                         for n in by_name0) / scale)
     print(f"  {label}: swapped {swapped}; max relative error vs as built: {check}", file=sys.stderr, flush=True)
     variants = {f"{k} forward": (lambda f=f: _sync(f(*inputs))) for k, f in fwd.items()}
     variants.update({f"{k} fwd+bwd": (lambda g=g: _sync(g(*inputs)[0])) for k, g in grads.items()})
@@ -232,16 +237,19 @@ def main(argv=None):
         for name, res in level_gemm(args.reps, ops_by_flavour).items():
             report[f"gemm {name}"] = res
             lines += table(name, res)
+        print("\n".join(lines), flush=True)
     if "block" in args.levels:
         build, inputs = _block_setup()
-        res = report["block"] = level_net(args.reps, ops_by_flavour, build, inputs, "SpatialTransformer 320ch 64x64")
-        lines += table("SpatialTransformer 320 ch 64x64 b2", res)
+        res = report["block"] = level_net(args.reps, ops_by_flavour, build, inputs, "SpatialTransformer 640ch 32x32")
+        lines += table("SpatialTransformer 640 ch 32x32 b2", res)
+        print("\n".join(lines[-len(res["times"]):]), flush=True)
     if "unet" in args.levels:
         build, inputs = _tiny_unet()
         res = report["unet"] = level_net(args.reps, ops_by_flavour, build, inputs, "tiny UNet")
         lines += table("tiny UNet b4 16x16", res)
+        print("\n".join(lines[-len(res["times"]):]), flush=True)
     report["load_after"] = load_average()
-    print("\n".join(lines))
+    print("\n(all)\n" + "\n".join(lines))
     for k in ("block", "unet"):
         if k in report:
             print(f"{k}: GEMMs swapped {report[k]['swapped']}, max relative error vs as built {report[k]['errors']}")

@@ -69,8 +69,12 @@ def step_fn(net, what, target):
 
 def _layer(full_name):
     """Innermost Cell class in a scope like Default/input_blocks-CellList/1-TimestepEmbedSequential/
-    0-ResBlock/in_layers-SequentialCell/0-GroupNorm/GroupNorm-op3 (Gradients/... for backward ops)."""
+    0-ResBlock/in_layers-SequentialCell/0-GroupNorm/GroupNorm-op3; backward ops of a training graph are
+    named Gradients/Default/Grad_Conv2D/... (no Cell left), so those are grouped by the forward op."""
     parts = full_name.split("/")
+    grad = [p for p in parts if p.startswith("Grad_")]
+    if full_name.startswith("Gradients") and grad:      # training graphs keep only the op: Grad_Conv2D
+        return "bwd of " + grad[-1][len("Grad_"):]
     kinds = [p.split("-", 1)[1] for p in parts[:-1] if "-" in p]
     kinds = [k for k in kinds if k not in ("CellList", "SequentialCell", "TimestepEmbedSequential")]
     side = "bwd " if full_name.startswith("Gradients") else ""
