@@ -369,16 +369,16 @@ def validate(cfg):
     check_image_size(cfg.image_size, load_config(cfg.model_config), cfg.model_config)
 
 
-def check_output_path(path):
-    """output_path must be a folder or creatable as one: its nearest existing ancestor is a writable
-    folder (a regular file on the way is one line here, not an OSError deep in the run)."""
+def check_output_path(path, label="output_path"):
+    """``path`` (the option ``label``) must be a folder or creatable as one: its nearest existing ancestor
+    is a writable folder (a regular file on the way is one line here, not an OSError deep in the run)."""
     if not path:
-        raise UserError("output_path is empty")
+        raise UserError(f"{label} is empty")
     probe = os.path.abspath(path)
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
         what = "is a file" if probe == os.path.abspath(path) else f"is below a file ({probe})"
-        raise UserError(f"output_path {path} {what}: give a folder")
+        raise UserError(f"{label} {path} {what}: give a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"output_path {path}: {probe} is not writable")
+        raise UserError(f"{label} {path}: {probe} is not writable")

@@ -132,6 +132,8 @@ def validate(cfg):
             raise UserError(f"num_class_images must be >= 1 with with_prior_preservation, got {cfg.num_class_images}")
         if cfg.sample_batch_size < 1:
             raise UserError(f"sample_batch_size must be >= 1, got {cfg.sample_batch_size}")
+        if missing_class_images(cfg.class_data_dir, cfg.num_class_images):   # images will be written there
+            base.check_output_path(cfg.class_data_dir, "class_data_dir")
     else:
         for name in ("class_data_dir", "class_prompt"):
             if getattr(cfg, name):
