@@ -149,7 +149,22 @@ def _ms_cells():
             y = (d * ops.rsqrt(var + 1e-6)).reshape(b, c, h * w)
             return (y * self.gamma.reshape(1, c, 1) + self.beta.reshape(1, c, 1)).reshape(b, c, h, w)
 
-    return Apply, GroupNormFn, MintConv, ComposedGroupNorm, ops
+    class LayerNormGroupNorm(nn.Cell):
+        """GroupNorm as the LayerNorm kernel over (B, 32, C/32*H*W) rows, then the per-channel affine."""
+
+        def __init__(self, gamma, beta, n):
+            super().__init__()
+            self.gamma, self.beta = gamma, beta
+            self.ones, self.zeros = ops.ones(n, gamma.dtype), ops.zeros(n, gamma.dtype)
+            self.ln = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=1e-6)
+
+        def construct(self, x):
+            b, c, h, w = x.shape
+            y, _, _ = self.ln(x.reshape(b, 32, -1), self.ones, self.zeros)
+            y = y.reshape(b * c, h * w) * ops.tile(self.gamma, (b,)).reshape(b * c, 1)
+            return ops.bias_add(y.reshape(b, c, h, w), self.beta)
+
+    return Apply, GroupNormFn, MintConv, ComposedGroupNorm, LayerNormGroupNorm, ops
 
 
 def _sync(out):
@@ -161,7 +176,7 @@ def _sync(out):
 def mindspore_variants(kind, s, a, w):
     import mindspore as ms
     from mindspore import Tensor, mint, nn
-    Apply, GroupNormFn, MintConv, ComposedGroupNorm, ops = _ms_cells()
+    Apply, GroupNormFn, MintConv, ComposedGroupNorm, LayerNormGroupNorm, ops = _ms_cells()
     A, W = Tensor(a), (Tensor(w) if w is not None else None)
     out = {}
 
@@ -212,6 +227,8 @@ def mindspore_variants(kind, s, a, w):
         add("mint group_norm graph", GroupNormFn(gamma, beta), A, graph=True)
         add("nn.GroupNorm graph", nn.GroupNorm(32, s["c"], eps=1e-6), A, graph=True)
         add("composed mean/var graph", ComposedGroupNorm(gamma, beta), A, graph=True)
+        add("LayerNorm kernel over groups graph", LayerNormGroupNorm(gamma, beta, s["c"] // 32 * s["hw"] ** 2), A,
+            graph=True)
     return out
 
 

@@ -62,7 +62,6 @@ def _np_fn(pattern):
 def make_ops(flavour):
     """{"NN": op, "NT": op, "TN": op}: Custom ops with bprops, ``flavour`` "aot" or "pyfunc"."""
     from mindspore import ops
-    import mindspore as ms
     lib = build_library() if flavour == "aot" else None
     fwd = {}
     for p in ("NN", "NT", "TN"):
@@ -84,5 +83,4 @@ def make_ops(flavour):
     def bprop_tn(a, b, out, dout):
         return nt(b, dout), nn_(a, dout)
 
-    del ms
     return {"NN": op("NN", bprop_nn), "NT": op("NT", bprop_nt), "TN": op("TN", bprop_tn)}

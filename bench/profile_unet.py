@@ -27,7 +27,6 @@ MODELS = {"tiny": ("configs/tiny-v2-vpred.yaml", 4, 16), "sd2": ("configs/v2-inf
 
 
 def build(model):
-    import mindspore as ms
     import yaml
     from mindspore import Tensor
     from ldm.util import instantiate_from_config
@@ -41,7 +40,6 @@ def build(model):
     t = Tensor(rng.integers(0, 1000, batch).astype(np.int32))
     c = Tensor(rng.standard_normal((batch, 77, p["context_dim"]), dtype=np.float32))
     target = Tensor(rng.standard_normal((batch, p["out_channels"], side, side), dtype=np.float32))
-    del ms
     return net, (x, t, c), target
 
 
