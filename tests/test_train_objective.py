@@ -106,6 +106,25 @@ def test_min_snr_with_zero_terminal_snr_stays_finite():
         assert np.isfinite(w).all()
 
 
+@pytest.mark.parametrize("prediction_type", ["eps", "v"])
+def test_debiased_estimation_weights_equal_kohyas_formula(prediction_type):
+    """kohya-ss: eps loss x 1/sqrt(min(SNR, 1000)), v loss x 1/(min(SNR, 1000) + 1); with min-SNR the product."""
+    sched = NoiseSchedule()
+    t = np.array([0, 10, 300, 999])
+    abar = _hand_abar(t)
+    snr = np.minimum(abar / (1 - abar), 1000.0)
+    expected = 1 / np.sqrt(snr) if prediction_type == "eps" else 1 / (snr + 1)
+    weight = timestep_terms(sched, t, prediction_type, 0.0, debiased=True)[1]
+    np.testing.assert_allclose(weight, expected, rtol=1e-6)
+    both = timestep_terms(sched, t, prediction_type, 5.0, debiased=True)[1]
+    np.testing.assert_allclose(both, expected * timestep_terms(sched, t, prediction_type, 5.0)[1], rtol=1e-6)
+    # the eps weighting of the x0 error goes from SNR to sqrt(SNR): noisy steps gain relative weight
+    assert weight[-1] / weight[0] > 10 if prediction_type == "eps" else weight[-1] > weight[0]
+    zero = timestep_terms(NoiseSchedule(rescale_zero_snr=True), np.array([999, 500]), prediction_type, 0.0,
+                          debiased=True)[1]
+    assert np.isfinite(zero).all()
+
+
 def test_lr_schedules():
     lrs = build_lr_schedule("cosine_decay", 1e-3, 1e-5, total_steps=110, warmup_steps=10)
     np.testing.assert_allclose(lrs[:10], 1e-3 * np.arange(1, 11) / 10, rtol=1e-6)

@@ -129,3 +129,17 @@ def min_snr_weight(snr, gamma, prediction_type):
     if kind == "v":
         return clipped / (snr + 1.0)
     return clipped
+
+
+def debiased_weight(snr, prediction_type):
+    """Debiased-estimation loss weight (Yu et al. 2024; kohya-ss's ``--debiased_estimation_loss``):
+    eps: 1 / sqrt(SNR);  v: 1 / (SNR + 1);  x0: sqrt(SNR) (the eps weighting of the x0 error), with SNR
+    clipped to [1e-3, 1000]. The plain eps MSE weights the x0 error by SNR; this weights it by sqrt(SNR),
+    which moves weight to the noisy steps, where layout (position, background) is decided."""
+    kind = normalize_prediction_type(prediction_type)
+    clipped = xp.clip(snr, 1e-3, 1000.0) if not isinstance(snr, (float, int)) else min(max(snr, 1e-3), 1000.0)
+    if kind == "v":
+        return 1.0 / (clipped + 1.0)
+    if kind == "x0":
+        return clipped ** 0.5
+    return 1.0 / clipped ** 0.5

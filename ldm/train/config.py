@@ -151,6 +151,9 @@ OPTIONS = {
     "prediction_type": (prediction_type_name, "", "v | eps (also velocity, epsilon, v_prediction); "
                                                   "empty = the model config's prediction_type"),
     "snr_gamma": (float, 0.0, "min-SNR-gamma loss weighting (0 = off; 5.0 is the paper's choice)"),
+    "debiased_estimation_loss": (str2bool, False, "kohya-ss's debiased-estimation weighting: eps loss x "
+                                 "1/sqrt(SNR), v loss x 1/(SNR+1) (SNR clipped to [1e-3, 1000]); with "
+                                 "snr_gamma the two weights multiply"),
     "noise_offset": (float, 0.0, "add noise_offset * N(0,1) per (sample, channel) to the noise"),
     "rescale_zero_snr": (optional_bool, None, "rescale betas to zero terminal SNR (use with v-prediction); "
                                               "unset = the model config's rescale_zero_snr"),

@@ -342,7 +342,8 @@ class TrainRun:
         noise = batch["noise"]
         if cfg.noise_offset:
             noise = noise + cfg.noise_offset * batch["offset_noise"]
-        abar, weight = timestep_terms(self.schedule, batch["t"], self.prediction_type, cfg.snr_gamma)
+        abar, weight = timestep_terms(self.schedule, batch["t"], self.prediction_type, cfg.snr_gamma,
+                                     cfg.debiased_estimation_loss)
         if "loss_weight" in batch:        # per-sample factors of a mode's loss (DreamBooth's prior weight)
             weight = (weight * batch["loss_weight"]).astype(np.float32)
         return batch, noise.astype(np.float32), (abar, weight)

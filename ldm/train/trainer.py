@@ -12,7 +12,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from ldm.diffusion.prediction import get_target, min_snr_weight, normalize_prediction_type
+from ldm.diffusion.prediction import debiased_weight, get_target, min_snr_weight, normalize_prediction_type
 from ldm.diffusion.schedule import add_noise_at
 
 
@@ -67,8 +67,9 @@ class DiffusionObjective(nn.Cell):
         return (per_sample * weight).mean()
 
 
-def timestep_terms(schedule, t, prediction_type, snr_gamma):
-    """Host-side [N] float32 arrays for the objective: (alphas_cumprod[t], loss weight)."""
+def timestep_terms(schedule, t, prediction_type, snr_gamma, debiased=False):
+    """Host-side [N] float32 arrays for the objective: (alphas_cumprod[t], loss weight): the min-SNR-gamma
+    weight and/or the debiased-estimation weight (both on: their product, as kohya-ss applies them)."""
     t = np.asarray(t, dtype=np.int64)
     abar = schedule.alphas_cumprod[t]
     if snr_gamma and snr_gamma > 0:
@@ -79,6 +80,8 @@ def timestep_terms(schedule, t, prediction_type, snr_gamma):
         weight = np.where(np.isfinite(weight), weight, 1.0)
     else:
         weight = np.ones_like(abar)
+    if debiased:
+        weight = weight * debiased_weight(np.asarray(schedule.snr[t], dtype=np.float64), prediction_type)
     return np.asarray(abar, dtype=np.float32), np.asarray(weight, dtype=np.float32)
 
 
