@@ -99,3 +99,111 @@ def test_score_concept_groups_and_cli(tmp_path):
              dict(script="datasets/synthetic_concept.py", argv=["--output_path", "{tmp}/c", "--token", "two words"],
                   expect="--token", absent=["{tmp}/c"])]
     assert failures(cases, run_table(cases)) == []
+
+
+# ---------------------------------------------------------------- training runs (the demo's recipes, fewer steps)
+BASE = os.path.join(REPO, "models", "tiny_shapes_base.ckpt")
+RECIPES = os.path.join(REPO, "configs", "train")
+SEEDS = 3   # images per prompt: 8 held-out concept prompts -> 24 images, 27 class prompts -> 81
+
+
+def _sample(out, prompts_file, *extra):
+    """text_to_image.py as the demo runs it (DPM-Solver 15 steps, scale 4, seed 42); returns its folder."""
+    import text_to_image
+    argv = ["--config", os.path.join(REPO, "configs", "tiny-shapes-v2.yaml"), "--ckpt_path", BASE,
+            "--data_path", str(prompts_file), "--pack_prompts", "--n_iter", str(SEEDS), "--n_samples", "8",
+            "--W", "32", "--H", "32", "--sampler", "dpm_solver", "--sampling_steps", "15", "--scale", "4",
+            "--seed", "42", "--skip_grid", "--output_path", str(out), *extra]
+    assert text_to_image.main(argv) == 0
+    return str(out)
+
+
+def _scores(folder):
+    from scripts.score_concept import load_pairs
+    return score_concept_images(load_pairs(folder), "star")
+
+
+@pytest.fixture(scope="module")
+def concept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("concept")
+    make_concept_set(str(root / "data"), "star")
+    return root
+
+
+@pytest.fixture(scope="module")
+def base_scores(concept):
+    """The base model on the held-out prompts (rare token, placeholder) and the class prompts."""
+    data = concept / "data"
+    scores = {}
+    for name in ("heldout_token", "heldout_placeholder", "class_prompts"):
+        scores[name] = _scores(_sample(concept / f"base_{name}", data / f"{name}.txt"))
+    return scores
+
+
+TRAIN_SEED = os.environ.get("CONCEPT_TEST_SEED", "0")
+TI_STEPS, DB_STEPS = 100, 100
+# Measured 2026-12-02 (this recipe at 100 steps, 24 held-out images, DPM-Solver 15 steps, scale 4): TI concept
+# score 0.292 (training seed 0) and 0.208 (seed 1); the base with the same placeholder words 0.083 (2 of 24; with
+# "sks" 0.042). Earlier TI trials: 1 vector lr 1e-3 0.042-0.083, 1 vector lr 1e-2 0.125, 2 vectors lr 3e-3 0.167-0.208.
+# 0.15 sits between the base and the lowest trained run, one to two images from each: the effect is real but small
+# (this base follows even its own captions weakly: class-prompt shape score 0.39).
+TI_MIN_CONCEPT = 0.15
+DB_MIN_CONCEPT = 0.15   # provisional
+CLASS_SHAPE_MARGIN = 0.15   # provisional
+
+
+@pytest.mark.slow
+def test_textual_inversion_learns_the_star(concept, base_scores):
+    """The demo's TI recipe (100 steps instead of 200): the placeholder draws the star on held-out prompts
+    far more often than the base does with the same words, and text_to_image.py --ti_ckpt_path gives
+    byte-identical images from the MindONE _ti.ckpt and the learned_embeds.safetensors of the run."""
+    import train_textual_inversion
+    data, out = concept / "data", concept / "ti"
+    argv = ["-c", os.path.join(RECIPES, "train_config_tiny_concept_textual_inversion.yaml"),
+            "--pretrained_model_path", BASE, "--train_data_dir", str(data / "instance"),
+            "--template_file", str(data / "ti_templates.txt"), "--output_path", str(out),
+            "--max_steps", str(TI_STEPS), "--ckpt_save_interval", str(TI_STEPS), "--seed", TRAIN_SEED]
+    assert train_textual_inversion.main(argv) == 0
+    weights = out / "weights"
+    runs = {}
+    for name, path in (("st", weights / "learned_embeds.safetensors"),
+                       ("mindone", weights / f"SDv2.0_textual_inversion_{TI_STEPS}_ti.ckpt")):
+        runs[name] = _sample(concept / f"ti_{name}", data / "heldout_placeholder.txt", "--ti_ckpt_path", str(path))
+    files = sorted(os.listdir(os.path.join(runs["st"], "samples")))
+    assert files == sorted(os.listdir(os.path.join(runs["mindone"], "samples"))) and len(files) == 8 * SEEDS
+    for name in files:
+        with open(os.path.join(runs["st"], "samples", name), "rb") as a, \
+                open(os.path.join(runs["mindone"], "samples", name), "rb") as b:
+            assert a.read() == b.read(), name
+    learnt = _scores(runs["st"])["concept"]["concept"]
+    base = base_scores["heldout_placeholder"]["concept"]["concept"]
+    print(f"\nconcept score, held-out placeholder prompts: TI {learnt:.3f}, base {base:.3f}")
+    assert base < TI_MIN_CONCEPT <= learnt, (base, learnt)
+
+
+@pytest.mark.slow
+def test_dreambooth_lora_with_prior_learns_the_star(concept, base_scores):
+    """The demo's DreamBooth LoRA recipe with prior preservation (100 steps instead of 150): the rare token
+    draws the star on held-out prompts far more often than the base does, and the known shapes (class
+    prompts) keep the base's shape score within a margin."""
+    import subprocess
+    import sys
+    data, out = concept / "data", concept / "db"
+    argv = [sys.executable, os.path.join(REPO, "train_dreambooth.py"), "-c", os.path.join(RECIPES, "train_config_tiny_concept_dreambooth_lora.yaml"),
+            "--pretrained_model_path", BASE, "--instance_data_dir", str(data / "instance"),
+            "--class_data_dir", str(concept / "class"), "--num_class_images", "8", "--output_path", str(out),
+            "--max_steps", str(DB_STEPS), "--ckpt_save_interval", str(DB_STEPS), "--seed", TRAIN_SEED]
+    # its own interpreter, as users run it: after the TI run and the pipelines above in this process, the DB
+    # train step's ms.jit compile failed here ("Parse Lambda Function Fail ... got IfExp", MindSpore 2.8)
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lora = str(out / "ckpt" / f"sd-{DB_STEPS}_lora.ckpt")
+    held = _scores(_sample(concept / "db_heldout", data / "heldout_token.txt", "--lora_ckpt_path", lora))
+    classes = _scores(_sample(concept / "db_class", data / "class_prompts.txt", "--lora_ckpt_path", lora))
+    learnt, base = held["concept"]["concept"], base_scores["heldout_token"]["concept"]["concept"]
+    shape, base_shape = classes["class"]["shape"], base_scores["class_prompts"]["class"]["shape"]
+    print(f"\nconcept score, held-out token prompts: DreamBooth {learnt:.3f}, base {base:.3f}; class shape score "
+          f"{shape:.3f} (base {base_shape:.3f}), drawn as the star {classes['class']['drawn_as_concept']:.3f} "
+          f"(base {base_scores['class_prompts']['class']['drawn_as_concept']:.3f})")
+    assert base < DB_MIN_CONCEPT <= learnt, (base, learnt)
+    assert shape >= base_shape - CLASS_SHAPE_MARGIN, (shape, base_shape)
