@@ -59,6 +59,25 @@ def test_record_round_trip_and_mismatch_message():
     assert resolve_spec(written) == spec
 
 
+def test_training_starts_from_a_checkpoint_of_another_objective(tmp_path):
+    """An eps base fine-tuned to v (the demo, MindONE's v2 v-pred recipe): the base's recorded spec binds
+    inference with an explicit config, never a training run's starting weights."""
+    from ldm.convert.checkpoint import load_model
+    from ldm.io.ms_checkpoint import atomic_save
+    from ldm.train.config import parse_config
+    from ldm.train.loop import build_training_model
+    base = load_model(TINY_EPS)
+    path = str(tmp_path / "eps_base.ckpt")
+    atomic_save(list(base.get_parameters()), path, append_dict=spec_record(base.spec))
+    v_config = os.path.join(REPO, "configs", "tiny-v2-vpred.yaml")
+    with pytest.raises(UserError):                                     # inference: config vs record
+        load_model(v_config, path)
+    cfg = parse_config(["--model_config", v_config, "--pretrained_model_path", path, "--data_path", str(tmp_path),
+                        "--output_path", str(tmp_path / "out")])
+    model, _ = build_training_model(cfg)
+    assert model.spec.prediction_type == "v"
+
+
 # ---------------------------------------------------------------- one schedule everywhere
 COMBOS = [(schedule, zero, pred) for schedule in ("scaled_linear", "linear", "squaredcos_cap_v2")
           for zero in (False, True) for pred in ("eps", "v")]

@@ -203,13 +203,14 @@ def load_params_into(cell, state_dict, strict=True, prefix="", unexpected=(), as
     return sorted(missing + [m.split(" ", 1)[0] for m in mismatched])
 
 
-def load_model(config, ckpt_path=None, strict=True, adopt_recorded_spec=False, **spec_overrides):
+def load_model(config, ckpt_path=None, strict=True, adopt_recorded_spec=False, check_spec=True, **spec_overrides):
     """Build the LatentDiffusion model of ``config`` (dict or YAML path) and load ``ckpt_path``.
 
     Any layout/format is accepted (see module doc). ``ckpt_path=None`` keeps random weights.
     A checkpoint written by our training records its DiffusionSpec: by default the config must agree
     with it (prediction type, zero SNR, beta schedule), else one UserError; ``adopt_recorded_spec``
-    (used when the user gave no config) takes the recorded spec instead of the YAML's.
+    (used when the user gave no config) takes the recorded spec instead of the YAML's; ``check_spec=False``
+    (training's starting weights: an eps base fine-tuned to v is the point of a v fine-tune) does neither.
     ``spec_overrides`` (DiffusionSpec fields, None = not given) win over both.
     Raises CheckpointError (one message) if the weights do not fit.
     """
@@ -224,7 +225,7 @@ def load_model(config, ckpt_path=None, strict=True, adopt_recorded_spec=False, *
         raise CheckpointError(f"checkpoint not found: {ckpt_path}")
     state = read_state_dict(ckpt_path)
     recorded = recorded_spec(state)
-    if recorded is not None:
+    if recorded is not None and check_spec:
         if adopt_recorded_spec:
             spec_overrides = dict(recorded.to_dict(), **{k: v for k, v in spec_overrides.items() if v is not None})
         else:

@@ -129,7 +129,8 @@ def build_training_model(cfg):
             model = mindone_flags.load_without_unet(build_model(config, **overrides), config,
                                                     cfg.pretrained_model_path)
         else:
-            model = load_model(config, cfg.pretrained_model_path, **overrides)
+            # the starting weights' recorded spec does not bind this run: its objective is the recipe's
+            model = load_model(config, cfg.pretrained_model_path, check_spec=False, **overrides)
     if cfg.custom_text_encoder:
         mindone_flags.load_custom_text_encoder(model, config, cfg.custom_text_encoder)
     return model, config
