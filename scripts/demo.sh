@@ -5,7 +5,8 @@
 # prompt-following score of the samples, and FID/KID against the test images when the FID weights exist.
 #
 #   bash scripts/demo.sh            (env: VENV=.venv OUT=output/demo STEPS=300 BASE_CKPT=... SCALE=...
-#                                     MIN_COLOUR, MIN_SHAPE: the demo fails below these scores; defaults 0.6, 0.45)
+#                                     MIN_COLOUR, MIN_SHAPE, MIN_POSITION: the demo fails below these scores;
+#                                     defaults 0.6, 0.45, 0.5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -42,7 +43,8 @@ echo "== DPM-Solver++ 2M samples, one per test prompt -> $OUT/samples"
 
 echo "== prompt following (colour, shape, position, background of the drawn shape vs its caption)"
 "$PY" scripts/score_shapes.py --output_path "$OUT/samples" --json_out "$OUT/prompt_following.json" \
-    --min_colour "${MIN_COLOUR:-0.6}" --min_shape "${MIN_SHAPE:-0.45}"
+    --min_colour "${MIN_COLOUR:-0.6}" --min_shape "${MIN_SHAPE:-0.45}" \
+    --min_position "${MIN_POSITION:-0.5}"
 
 echo "== FID/KID of the samples against the test images (needs FID Inception weights)"
 if [ -f models/pt_inception-2015-12-05-6726825d.pth ]; then

@@ -58,6 +58,8 @@ def main(argv=None):
                         help="exit 1 if the fraction of images whose shape has the captioned colour is below this")
     parser.add_argument("--min_shape", type=fraction, default=0.0,
                         help="exit 1 if the fraction of images with the captioned shape in the captioned colour is below this")
+    parser.add_argument("--min_position", type=fraction, default=0.0,
+                        help="exit 1 if the fraction of images whose shape is nearest the captioned position is below this")
     parser.add_argument("--json_out", default="", help="also write the scores to this JSON file")
     args = parser.parse_args(argv)
     if args.json_out:
@@ -68,8 +70,9 @@ def main(argv=None):
     print(f"prompt following on {scores['n']} images: colour {scores['colour']:.3f}, "
           f"shape {scores['shape']:.3f}, position {scores['position']:.3f}, "
           f"background {scores['background']:.3f}, all four {scores['all']:.3f}")
-    if scores["colour"] < args.min_colour or scores["shape"] < args.min_shape:
-        print(f"below the bound: colour >= {args.min_colour}, shape >= {args.min_shape} required",
+    if scores["colour"] < args.min_colour or scores["shape"] < args.min_shape or scores["position"] < args.min_position:
+        print(f"below the bound: colour >= {args.min_colour}, shape >= {args.min_shape}, "
+              f"position >= {args.min_position} required",
               file=sys.stderr)
         return 1
     return 0
