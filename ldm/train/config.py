@@ -325,12 +325,21 @@ def merge_settings(parser, table=None, choices=None, tool="train_text_to_image.p
     return values
 
 
-def parse_config(argv=None):
-    """Defaults <- YAML (--train_config) <- CLI flags; validated. Returns an argparse.Namespace."""
-    values = merge_settings(build_parser(), argv=argv)
-    values["model_config"] = repo_path(values["model_config"])
+def resolve_model_paths(values, aliases=None):
+    """In place: model_config as a repo path (a MindONE model YAML we do not ship, named in ``aliases``,
+    read as ours) and pretrained_model_path joined with older MindONE's pretrained_model_file."""
+    model_config = values["model_config"]
+    if aliases and model_config in aliases and not os.path.exists(repo_path(model_config)):
+        model_config = aliases[model_config]
+    values["model_config"] = repo_path(model_config)
     if values["pretrained_model_file"]:
         values["pretrained_model_path"] = os.path.join(values["pretrained_model_path"], values["pretrained_model_file"])
+    return values
+
+
+def parse_config(argv=None):
+    """Defaults <- YAML (--train_config) <- CLI flags; validated. Returns an argparse.Namespace."""
+    values = resolve_model_paths(merge_settings(build_parser(), argv=argv))
     cfg = argparse.Namespace(**values)
     validate(cfg)
     cfg.jit = bool(cfg.jit) and cfg.mode == 0  # MindONE's mode 1 (PyNative) and our jit False both mean eager

@@ -89,13 +89,8 @@ def read_recipe(path):
 
 def parse_config(argv=None):
     """Defaults <- recipe YAML <- flags; validated. Returns an argparse.Namespace."""
-    values = base.merge_settings(build_parser(), options(), CHOICES, TOOL, argv)
-    model_config = values["model_config"]
-    if not os.path.exists(base.repo_path(model_config)) and model_config in MODEL_ALIASES:
-        model_config = MODEL_ALIASES[model_config]
-    values["model_config"] = base.repo_path(model_config)
-    if values["pretrained_model_file"]:
-        values["pretrained_model_path"] = os.path.join(values["pretrained_model_path"], values["pretrained_model_file"])
+    values = base.resolve_model_paths(base.merge_settings(build_parser(), options(), CHOICES, TOOL, argv),
+                                      MODEL_ALIASES)
     cfg = argparse.Namespace(**{k: base.OPTIONS[k][1] for k in NOT_DB}, **values)
     cfg.drop_text_prob = 0.0
     validate(cfg)
