@@ -16,7 +16,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ldm.errors import run_cli  # noqa: E402
-from ldm.train.config import log_level_value, parse_config  # noqa: E402
+from ldm.train.config import enable_compile_cache, log_level_value, parse_config  # noqa: E402
 
 
 def validation_sampler(cfg):
@@ -28,6 +28,7 @@ def validation_sampler(cfg):
 def main(argv=None):
     cfg = parse_config(argv)
     logging.basicConfig(level=log_level_value(cfg.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    enable_compile_cache(cfg, "train")               # before MindSpore is imported
     from ldm.train.loop import train
     summary = train(cfg, make_sampler=validation_sampler(cfg))
     logging.getLogger("ldm.train").info("done: %d steps, last loss %.5f, outputs in %s",

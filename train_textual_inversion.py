@@ -17,7 +17,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ldm.errors import run_cli  # noqa: E402
-from ldm.train.config import log_level_value  # noqa: E402
+from ldm.train.config import enable_compile_cache, log_level_value  # noqa: E402
 from ldm.train.textual_inversion import parse_config  # noqa: E402
 
 
@@ -30,6 +30,7 @@ def validation_sampler(cfg):
 def main(argv=None):
     cfg = parse_config(argv)
     logging.basicConfig(level=log_level_value(cfg.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    enable_compile_cache(cfg, "textual_inversion")
     from ldm.train.textual_inversion import train_textual_inversion
     summary = train_textual_inversion(cfg, make_sampler=validation_sampler(cfg))
     logging.getLogger("ldm.train").info("done: %d updates, last loss %.5f, embeddings in %s/weights",

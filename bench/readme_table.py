@@ -82,6 +82,22 @@ def rows_eval(data, note):
     return out
 
 
+def rows_compile_cache(data, note):
+    labels = {"txt2img_tiny": "txt2img tiny demo model, 32 px, 15 steps: time to first image",
+              "txt2img_sd2": "txt2img SD 2.x size (random weights), 256 px, 5 steps: time to first image",
+              "train_tiny": "train_text_to_image tiny, 32 px, batch 4: first step",
+              "train_sd2": "train_text_to_image SD 2.x size (random init), 256 px, batch 1: first step"}
+    out = []
+    for r in data["rows"]:
+        out.append(f"| {labels.get(r['case'], r['case'])} (median of {r['reps']}){note} | {r['cold_first']:.2f} s | "
+                   f"{r['warm_first']:.2f} s | {r['warm_steady']:.2f} s | {100 * r['warm_compile_share']:.0f}% |")
+    return out
+
+
+CACHE_HEADER = ("| `--compile_cache` (`bench_compile_cache.py`) | first run (compiles) | identical second run "
+                "(cache) | a later image / step | compilation left in the second run's first |\n|---|---|---|---|---|")
+# benchmarks whose rows form a table of their own (other columns than ours / diffusers / ratio)
+OWN_TABLES = {"bench_compile_cache": (CACHE_HEADER, rows_compile_cache)}
 ROWS = {"bench_models": rows_models, "bench_txt2img": rows_txt2img, "bench_train": rows_train,
         "bench_eval": rows_eval}
 
@@ -90,9 +106,10 @@ def build_table(run):
     """Markdown: machine line, then one row per measured case of the benchmarks in ``run``."""
     lines = [f"Measured by one `bench/run_all.py` run{' (--quick)' if run.get('quick') else ''} on: "
              f"{machine_line(run['machine'])}.", "", HEADER]
+    own = []
     for bench in run["benchmarks"]:
-        fn = ROWS.get(bench["name"])
-        out = bench.get("json")
+        name, out = bench["name"], bench.get("json")
+        fn = ROWS.get(name) or OWN_TABLES.get(name, (None, None))[1]
         if fn is None or not out:
             continue
         if not os.path.isfile(out["path"]) or sha256(out["path"]) != out["sha256"]:
@@ -100,8 +117,12 @@ def build_table(run):
         with open(out["path"], encoding="utf-8") as f:
             data = json.load(f)
         before, after = bench["load_before"][0], bench["load_after"][0]
-        lines += fn(data, f" [load {before}->{after}]")
-    return "\n".join(lines)
+        rows = fn(data, f" [load {before}->{after}]")
+        if name in OWN_TABLES:
+            own += ["", OWN_TABLES[name][0]] + rows
+        else:
+            lines += rows
+    return "\n".join(lines + own)
 
 
 def main(argv=None):

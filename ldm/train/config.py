@@ -220,6 +220,10 @@ OPTIONS = {
     "use_parallel": (str2bool, False, "data-parallel over all ranks (launch with msrun or mpirun)"),
     "dataset_sink_mode": (str2bool, False, "accepted for MindONE recipes; this trainer feeds steps from host"),
     "show_progress": (str2bool, True, "tqdm progress bar"),
+    "compile_cache": (str, os.environ.get("MSD_COMPILE_CACHE", "off"),
+                      "folder for MindSpore's compile cache (default $MSD_COMPILE_CACHE, else off): an identical "
+                      "later run loads the compiled steps instead of compiling them; one sub-folder per distinct "
+                      "run (settings, model config and starting weights, MindSpore version, library code)"),
     # --- MindONE keys with no counterpart here (accepted so its command lines and recipes run unchanged)
     "version": (str, "", "older MindONE: the SD version (2.1, 2.0-v, 1.5, ...); its training script only "
                          "logged it; here it is only recorded in args.yaml (the model comes from model_config)"),
@@ -379,6 +383,28 @@ def validate(cfg):
                         f"{', '.join(SAMPLER_NAMES)}")
     from ldm.util import load_config
     check_image_size(cfg.image_size, load_config(cfg.model_config), cfg.model_config)
+
+
+def graph_key(cfg):
+    """What decides a training run's compiled graphs (see ldm.compile_cache): every setting but where
+    outputs go, and content stamps of the model config and the starting weights."""
+    def stamp(path):
+        return [os.path.abspath(path), os.path.getsize(path), os.path.getmtime(path)] \
+            if isinstance(path, str) and path and os.path.isfile(path) else path
+    skip = ("output_path", "compile_cache", "resume", "show_progress", "log_level")
+    settings = {k: v for k, v in sorted(vars(cfg).items()) if k not in skip}
+    files = [stamp(getattr(cfg, k, "")) for k in ("model_config", "pretrained_model_path", "custom_text_encoder")]
+    return dict(settings=settings, files=files)
+
+
+def enable_compile_cache(cfg, tool, **extra):
+    """Point MindSpore's compile cache at this run's sub-folder of ``cfg.compile_cache``, before the first
+    graph is built (MindSpore reads the setting once). ``extra``: whatever else changes which graphs
+    compile, e.g. DreamBooth's class images still to draw (a run that samples them compiles the
+    sampler first; one that finds them does not, and must not load the other's graphs: MindSpore 2.8
+    then bound the step's inputs to the wrong graph). Returns the folder or None."""
+    from ldm import compile_cache
+    return compile_cache.enable(cfg.compile_cache, tool, graph_key(cfg), extra)
 
 
 def check_output_path(path, label="output_path"):

@@ -85,8 +85,14 @@ def timestep_terms(schedule, t, prediction_type, snr_gamma, debiased=False):
     return np.asarray(abar, dtype=np.float32), np.asarray(weight, dtype=np.float32)
 
 
-class TrainStep:
+class TrainStep(nn.Cell):
     """Compiled step functions over a model, its trainable parameters and the update machinery.
+
+    A Cell (without name prefixes) whose bound methods are compiled, so MindSpore finds the parameters
+    through the Cell: a compiled closure over them also runs, but MindSpore 2.8's compile cache binds
+    a cached closure's parameters wrongly (its loaded training step gave a NaN loss, the updates went
+    nowhere); through a Cell the cached step gives the same losses as a compiled one
+    (tests/test_compile_cache.py).
 
     ``encode(images, tokens, vae_noise) -> (latents, cond)`` runs the frozen encoders (no gradients);
     ``step(*ObjectiveInputs, lr) -> (loss, overflow)`` does forward, backward, the
@@ -98,6 +104,7 @@ class TrainStep:
     def __init__(self, model, objective, params, optimizer, ema=None, reducer=None, loss_scaler=None,
                  clip_grad=False, max_grad_norm=1.0, drop_overflow_update=True, accumulation_steps=1,
                  use_cached_latents=False, jit=True):
+        super().__init__(auto_prefix=False)
         self.model = model
         self.objective = objective
         self.params = ms.ParameterTuple(params)
