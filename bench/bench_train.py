@@ -30,6 +30,16 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _rss_mb():
+    """Resident memory now (VmRSS): after the steps it shows what training holds, while the peak also
+    counts transients such as MindSpore's graph compilation."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return None
+
+
 def _unet_params(config_path):
     import yaml
     with open(os.path.join(REPO, config_path), encoding="utf-8") as f:
@@ -76,7 +86,7 @@ def run_mindspore(case, steps, warmup):
     step = ms.jit(step)
     x, t, c, target = _inputs(p, case, np.random.default_rng(0))
     args = (Tensor(x), Tensor(t.astype(np.int32)), Tensor(c), Tensor(target), Tensor(np.float32(1e-5)))
-    times = []
+    times, before = [], _peak_rss_mb()
     start = time.perf_counter()
     for i in range(warmup + steps):
         t0 = time.perf_counter()
@@ -86,7 +96,8 @@ def run_mindspore(case, steps, warmup):
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return dict(side="mindspore", ms_per_step=1000 * statistics.median(times), first_step_s=first,
-                params=sum(int(np.prod(q.shape)) for q in params), peak_rss_mb=_peak_rss_mb())
+                params=sum(int(np.prod(q.shape)) for q in params), peak_rss_mb=_peak_rss_mb(),
+                peak_rss_before_steps_mb=before, rss_end_mb=_rss_mb())
 
 
 # ---------------------------------------------------------------- PyTorch side
@@ -115,7 +126,7 @@ def run_torch(case, steps, warmup):
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-5, weight_decay=1e-2)
     x, t, c, target = (torch.from_numpy(a) for a in _inputs(p, case, np.random.default_rng(0)))
-    times = []
+    times, before = [], _peak_rss_mb()
     start = time.perf_counter()
     for i in range(warmup + steps):
         t0 = time.perf_counter()
@@ -129,7 +140,7 @@ def run_torch(case, steps, warmup):
             times.append(time.perf_counter() - t0)
     return dict(side="torch", ms_per_step=1000 * statistics.median(times), first_step_s=first,
                 params=sum(q.numel() for q in unet.parameters()), peak_rss_mb=_peak_rss_mb(),
-                threads=torch.get_num_threads())
+                peak_rss_before_steps_mb=before, rss_end_mb=_rss_mb(), threads=torch.get_num_threads())
 
 
 # ---------------------------------------------------------------- driver
@@ -164,7 +175,8 @@ def main(argv=None):
         return 0
     results = []
     print(f"training step (UNet fwd+bwd+AdamW), fp32 CPU, {os.cpu_count()} cores; median of {args.steps} steps")
-    print(f"{'case':6} {'side':10} {'ms/step':>10} {'first step s':>13} {'peak RSS MB':>12} {'params':>12}")
+    print(f"{'case':6} {'side':10} {'ms/step':>10} {'first step s':>13} {'peak RSS MB':>12} {'RSS after MB':>12} "
+          f"{'params':>12}")
     for name in args.cases:
         sides = [("mindspore", sys.executable)] + ([("torch", args.torch_python)] if args.torch_python else [])
         row = {}
@@ -177,7 +189,7 @@ def main(argv=None):
                 print(f"{name:6} {side:10} error: {r['error']}")
             else:
                 print(f"{name:6} {side:10} {r['ms_per_step']:10.1f} {r['first_step_s']:13.1f} "
-                      f"{r['peak_rss_mb']:12.0f} {r['params']:12d}")
+                      f"{r['peak_rss_mb']:12.0f} {r['rss_end_mb']:12.0f} {r['params']:12d}")
         if all(s in row and "error" not in row[s] for s in ("mindspore", "torch")):
             ratio = row["mindspore"]["ms_per_step"] / row["torch"]["ms_per_step"]
             mem = row["mindspore"]["peak_rss_mb"] / row["torch"]["peak_rss_mb"]

@@ -1,15 +1,20 @@
-"""MindSpore's compile cache for text_to_image.py: an identical later run loads its compiled graphs
-from disk instead of compiling them again (tiny txt2img on 2 CPU cores, 2026-12-01: first image 9.9 s
-on the first run, 1.0 s on the second, identical PNGs).
+"""MindSpore's compile cache for text_to_image.py and the training scripts: an identical later run loads
+its compiled graphs from disk instead of compiling them again (2 CPU cores, 2026-12-02, bench/
+bench_compile_cache.py: tiny txt2img first image 7.1 s -> 1.0 s with identical PNGs, tiny training first
+step 13.6 s -> 1.6 s with identical losses and weights; MindSpore still runs its backend on a cached
+graph, so the SD 2.x-size training first step only went 158 s -> 95 s).
 
-What MindSpore 2.8's cache does NOT notice (measured here, same day): a network rebuilt with another
-structure from the same code (a net without biases silently reused the graph of the one with them),
-and a run that compiles a different set of graphs into the same folder (txt2img, then img2img: the
-VAE-encoder call failed to compile against the cached graphs). And a training step loaded from the
-cache gave a NaN loss on an identical second run, so training does not use it. Hence each run gets
-a folder of its own, named by a digest of everything that decides which graphs compile in which
-order: the tool, every setting but the output folder, stamps of the files read, the MindSpore
-version and the library's source. ``rm -r`` the root to reclaim the space.
+What MindSpore 2.8's cache does NOT notice (measured here): a network rebuilt with another structure
+from the same code (a net without biases silently reused the graph of the one with them), and a run
+that compiles a different set of graphs into the same folder (txt2img, then img2img: the VAE-encoder
+call failed to compile against the cached graphs; DreamBooth drawing its class images, then not: the
+step's inputs were bound to the wrong graph). And it binds the parameters of a cached *closure*
+wrongly (a training step compiled as ``ms.jit`` of a function gave NaN losses, its updates went
+nowhere), so compiled training steps are bound methods of a Cell (ldm.train.trainer.TrainStep).
+Hence each run gets a folder of its own, named by a digest of everything that decides which graphs
+compile in which order: the tool, every setting but the output folder, stamps of the files read, the
+MindSpore version and the library's source. ``rm -r`` the root to reclaim the space. MindSpore reads
+the setting when it sets up its compiler, so call :func:`enable` before any graph is built.
 """
 import hashlib
 import importlib.metadata

@@ -59,8 +59,10 @@ def _run_record(tmp_path):
                   pytorch=dict(median_s=5.0, times_s=[5.0] * 3))
     train = [dict(case="tiny", side="mindspore", ms_per_step=150.0, peak_rss_mb=2048.0),
              dict(case="tiny", side="torch", ms_per_step=50.0, peak_rss_mb=1024.0)]
+    cache = dict(rows=[dict(case="train_tiny", reps=3, cold_first=13.6, warm_first=1.57, warm_steady=0.23,
+                            warm_compile_share=0.85)])
     benches = []
-    for name, data in (("bench_models", models), ("bench_train", train)):
+    for name, data in (("bench_models", models), ("bench_compile_cache", cache), ("bench_train", train)):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(data))
         benches.append(dict(name=name, load_before=[1.0, 1, 1], load_after=[2.5, 1, 1],
@@ -74,7 +76,10 @@ def test_readme_table_from_one_run(tmp_path):
     assert machine.machine_line(run["machine"]) in table
     assert "| 6.00 s | 5.00 s | 1.20 |" in table and "median of 3" in table
     assert "150 ms (peak 2.0 GB) | 50 ms (peak 1.0 GB) | 3.00 |" in table
-    assert table.count("[load 1.0->2.5]") == 2
+    assert table.count("[load 1.0->2.5]") == 3
+    main, _, own = table.partition("| `--compile_cache`")
+    assert "3.00 |" in main and "13.60 s" not in main         # the cache rows form a table of their own, last
+    assert "first step (median of 3) [load 1.0->2.5] | 13.60 s | 1.57 s | 0.23 s | 85% |" in own
     (tmp_path / "bench_train.json").write_text("[]")      # a later lone rerun: not part of that run
     with pytest.raises(SystemExit, match="not the file run_all recorded"):
         readme_table.build_table(run)
