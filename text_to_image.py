@@ -296,13 +296,11 @@ def _graph_key(args, settings):
     """What decides this run's compiled graphs, and the order they compile in (see ldm.compile_cache):
     every setting but the output folder, and the content stamps of the files it reads (model config,
     checkpoint, LoRA, prompt files, init image/latents)."""
-    def stamp(path):
-        return [os.path.abspath(path), os.path.getsize(path), os.path.getmtime(path)] if path and \
-            os.path.isfile(path) else path
+    from ldm.compile_cache import file_stamp
     key = {k: v for k, v in sorted(vars(args).items()) if k not in ("output_path", "resume", "compile_cache")}
     files = (settings.config, settings.checkpoint, args.lora_choice.path, settings.data_path,
              settings.negative_data_path, settings.init_image, settings.init_latents)
-    return dict(args=key, files=[stamp(p) for p in files], settings=repr(settings))
+    return dict(args=key, files=[file_stamp(p) for p in files], settings=repr(settings))
 
 
 def main(argv=None):

@@ -28,7 +28,7 @@ def validation_sampler(cfg):
 def main(argv=None):
     cfg = parse_config(argv)
     logging.basicConfig(level=log_level_value(cfg.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    enable_compile_cache(cfg, "train")               # before MindSpore is imported
+    enable_compile_cache(cfg, "train")               # before the first graph is built
     from ldm.train.loop import train
     summary = train(cfg, make_sampler=validation_sampler(cfg))
     logging.getLogger("ldm.train").info("done: %d steps, last loss %.5f, outputs in %s",

@@ -28,7 +28,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
 CASES = ("txt2img_tiny", "txt2img_sd2", "train_tiny", "train_sd2")
 FIRST_IMAGE = re.compile(r"time to first image ([0-9.]+) s .*?([0-9.eE+-]+) images/s over ([0-9.]+) s")
-STEP = re.compile(r"\(step (\d+)/\d+, lr [^,]+, ([0-9.]+) s/step")
+STEP = re.compile(r"\(step \d+/\d+, lr [^,]+, ([0-9.]+) s/step")
 
 
 def make_sd2_checkpoint(folder):
@@ -44,18 +44,11 @@ def make_sd2_checkpoint(folder):
 
 
 def make_images(folder, count, size):
-    """``count`` flat-colour captioned images (img_txt.csv) for the training cases."""
-    import numpy as np
-    from PIL import Image
-    os.makedirs(folder, exist_ok=True)
-    rows = ["dir,text"]
-    for i in range(count):
-        colour = np.array([(37 * i) % 256, (91 * i) % 256, (53 * i + 100) % 256], dtype=np.uint8)
-        Image.fromarray(np.broadcast_to(colour, (size, size, 3)).copy()).save(os.path.join(folder, f"{i}.png"))
-        rows.append(f"{i}.png,a flat colour {i}")
-    with open(os.path.join(folder, "img_txt.csv"), "w", encoding="utf-8") as f:
-        f.write("\n".join(rows) + "\n")
-    return folder
+    """``count`` captioned images (img_txt.csv) for the training cases: the synthetic-shapes train split."""
+    sys.path.insert(0, REPO)
+    from datasets.synthetic_shapes import make_dataset
+    make_dataset(folder, num_train=count, num_test=1, size=size, seed=0)
+    return os.path.join(folder, "train")
 
 
 def command(case, work, cache, out):
@@ -97,9 +90,8 @@ def run_once(case, work, cache):
         images = round(rate * seconds)
         steady = (seconds - first) / max(images - 1, 1)
     else:
-        steps = [(int(a), float(b)) for a, b in STEP.findall(proc.stderr)]
-        first = steps[0][1]
-        steady = statistics.median(t for _, t in steps[1:])
+        steps = [float(t) for t in STEP.findall(proc.stderr)]
+        first, steady = steps[0], statistics.median(steps[1:])
     return dict(first=first, steady=steady, process=wall)
 
 

@@ -41,6 +41,14 @@ def source_digest():
     return digest.hexdigest()
 
 
+def file_stamp(path):
+    """``[absolute path, size, mtime]`` of an existing file (a changed input file changes the cache
+    key); anything else (None, "", a folder, a missing path) as it is."""
+    if isinstance(path, str) and path and os.path.isfile(path):
+        return [os.path.abspath(path), os.path.getsize(path), os.path.getmtime(path)]
+    return path
+
+
 def cache_folder(root, tool, *keys):
     """``root/<tool>-<digest>``: the digest covers ``keys`` (JSON-able values), MindSpore's version and
     the library source."""

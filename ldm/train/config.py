@@ -388,12 +388,10 @@ def validate(cfg):
 def graph_key(cfg):
     """What decides a training run's compiled graphs (see ldm.compile_cache): every setting but where
     outputs go, and content stamps of the model config and the starting weights."""
-    def stamp(path):
-        return [os.path.abspath(path), os.path.getsize(path), os.path.getmtime(path)] \
-            if isinstance(path, str) and path and os.path.isfile(path) else path
+    from ldm.compile_cache import file_stamp
     skip = ("output_path", "compile_cache", "resume", "show_progress", "log_level")
     settings = {k: v for k, v in sorted(vars(cfg).items()) if k not in skip}
-    files = [stamp(getattr(cfg, k, "")) for k in ("model_config", "pretrained_model_path", "custom_text_encoder")]
+    files = [file_stamp(getattr(cfg, k, "")) for k in ("model_config", "pretrained_model_path", "custom_text_encoder")]
     return dict(settings=settings, files=files)
 
 
