@@ -5,16 +5,20 @@ because SD 2.x 768-v overflows fp16 there and produces black/NaN images (tests/t
 feeds logits of 80000 > 65504: finite only with the upcast). MindONE keeps softmax and LayerNorm in fp32
 only with its ``upcast_attn``; here both are fp32 always (see ``ldm.models.layers``).
 """
-import mindspore as ms
 from mindspore import nn, ops
 
+from ldm.models.attention_ops import ScaledDotProductAttention
 from ldm.models.layers import GroupNorm, LayerNorm, conv2d, dense, gelu_erf
 
 
 class CrossAttention(nn.Cell):
-    """Multi-head attention of ``x`` (B, N, query_dim) over ``context`` (B, M, context_dim) or itself."""
+    """Multi-head attention of ``x`` (B, N, query_dim) over ``context`` (B, M, context_dim) or itself.
 
-    def __init__(self, query_dim, context_dim=None, heads=8, dim_head=64, upcast_attention=False):
+    The attention itself (standard, chunked or flash: ``attention``, an AttentionSettings) is
+    :class:`ldm.models.attention_ops.ScaledDotProductAttention`, which has no parameters.
+    """
+
+    def __init__(self, query_dim, context_dim=None, heads=8, dim_head=64, upcast_attention=False, attention=None):
         super().__init__()
         inner_dim = heads * dim_head
         context_dim = query_dim if context_dim is None else context_dim
@@ -26,26 +30,11 @@ class CrossAttention(nn.Cell):
         self.to_k = dense(context_dim, inner_dim, bias=False)
         self.to_v = dense(context_dim, inner_dim, bias=False)
         self.to_out = nn.SequentialCell([dense(inner_dim, query_dim), nn.Identity()])  # names to_out.0.*
-        self.bmm_qk = ops.BatchMatMul(transpose_b=True)
-        self.bmm_av = ops.BatchMatMul()
-
-    def _split_heads(self, x):
-        b, n, _ = x.shape
-        return x.reshape(b, n, self.heads, self.dim_head).transpose(0, 2, 1, 3)
+        self.attention = ScaledDotProductAttention(heads, dim_head, upcast_attention, attention)
 
     def construct(self, x, context=None):
         context = x if context is None else context
-        q = self._split_heads(self.to_q(x))
-        k = self._split_heads(self.to_k(context))
-        v = self._split_heads(self.to_v(context))
-        dtype = q.dtype
-        if self.upcast_attention:
-            q, k = q.astype(ms.float32), k.astype(ms.float32)
-        scores = self.bmm_qk(q * self.scale, k)
-        attn = ops.softmax(scores.astype(ms.float32), axis=-1).astype(v.dtype)
-        out = self.bmm_av(attn, v).astype(dtype)
-        b, _, n, _ = out.shape
-        out = out.transpose(0, 2, 1, 3).reshape(b, n, self.heads * self.dim_head)
+        out = self.attention(self.to_q(x), self.to_k(context), self.to_v(context))
         return self.to_out(out)
 
 
@@ -75,11 +64,11 @@ class FeedForward(nn.Cell):
 class BasicTransformerBlock(nn.Cell):
     """Pre-norm self-attention, cross-attention, GEGLU feed-forward; each with a residual."""
 
-    def __init__(self, dim, n_heads, d_head, context_dim=None, upcast_attention=False):
+    def __init__(self, dim, n_heads, d_head, context_dim=None, upcast_attention=False, attention=None):
         super().__init__()
-        self.attn1 = CrossAttention(dim, None, n_heads, d_head, upcast_attention)
+        self.attn1 = CrossAttention(dim, None, n_heads, d_head, upcast_attention, attention)
         self.ff = FeedForward(dim)
-        self.attn2 = CrossAttention(dim, context_dim, n_heads, d_head, upcast_attention)
+        self.attn2 = CrossAttention(dim, context_dim, n_heads, d_head, upcast_attention, attention)
         self.norm1 = LayerNorm(dim)
         self.norm2 = LayerNorm(dim)
         self.norm3 = LayerNorm(dim)
@@ -98,7 +87,7 @@ class SpatialTransformer(nn.Cell):
     """
 
     def __init__(self, in_channels, n_heads, d_head, depth=1, context_dim=None, use_linear=False,
-                 upcast_attention=False):
+                 upcast_attention=False, attention=None):
         super().__init__()
         inner_dim = n_heads * d_head
         self.use_linear = use_linear
@@ -110,7 +99,8 @@ class SpatialTransformer(nn.Cell):
             self.proj_in = conv2d(in_channels, inner_dim, 1)
             self.proj_out = conv2d(inner_dim, in_channels, 1, zero_init=True)
         self.transformer_blocks = nn.CellList([
-            BasicTransformerBlock(inner_dim, n_heads, d_head, context_dim, upcast_attention) for _ in range(depth)])
+            BasicTransformerBlock(inner_dim, n_heads, d_head, context_dim, upcast_attention, attention)
+            for _ in range(depth)])
 
     def construct(self, x, context=None):
         b, c, h, w = x.shape

@@ -6,6 +6,7 @@ Names equal the Stability checkpoints' except GroupNorm ``weight/bias`` -> ``gam
 import mindspore as ms
 from mindspore import nn, ops
 
+from ldm.models.attention_ops import ScaledDotProductAttention
 from ldm.models.layers import GroupNorm, SiLU, conv2d, set_compute_dtype
 from ldm.models.unet import upsample_nearest2x
 
@@ -36,28 +37,29 @@ class ResnetBlock(nn.Cell):
 
 
 class AttnBlock(nn.Cell):
-    """Single-head self-attention over all pixels, 1x1-conv projections, softmax in float32."""
+    """Single-head self-attention over all pixels, 1x1-conv projections, softmax in float32.
 
-    def __init__(self, channels):
+    The attention is :class:`ldm.models.attention_ops.ScaledDotProductAttention` (one head of ``channels``),
+    so the attention switch applies here too: at 768 px the decoder's mid-block holds 9216 x 9216 scores
+    per image, which ``chunked`` cuts into row chunks.
+    """
+
+    def __init__(self, channels, attention=None):
         super().__init__()
         self.norm = vae_norm(channels)
         self.q = conv2d(channels, channels, 1)
         self.k = conv2d(channels, channels, 1)
         self.v = conv2d(channels, channels, 1)
         self.proj_out = conv2d(channels, channels, 1)
-        self.scale = channels ** -0.5
-        self.bmm_qk = ops.BatchMatMul(transpose_a=True)   # (b,c,n)^T @ (b,c,n) -> (b,n,n)
-        self.bmm_va = ops.BatchMatMul(transpose_b=True)   # (b,c,n) @ (b,n,n)^T -> (b,c,n)
+        self.attention = ScaledDotProductAttention(1, channels, settings=attention)
 
     def construct(self, x):
         b, c, h, w = x.shape
         hn = self.norm(x)
-        q = self.q(hn).reshape(b, c, h * w)
-        k = self.k(hn).reshape(b, c, h * w)
-        v = self.v(hn).reshape(b, c, h * w)
-        scores = self.bmm_qk(q * self.scale, k)
-        attn = ops.softmax(scores.astype(ms.float32), axis=-1).astype(v.dtype)
-        out = self.bmm_va(v, attn).reshape(b, c, h, w)
+        q = self.q(hn).reshape(b, c, h * w).transpose(0, 2, 1)
+        k = self.k(hn).reshape(b, c, h * w).transpose(0, 2, 1)
+        v = self.v(hn).reshape(b, c, h * w).transpose(0, 2, 1)
+        out = self.attention(q, k, v).transpose(0, 2, 1).reshape(b, c, h, w)
         return x + self.proj_out(out)
 
 

@@ -10,6 +10,7 @@ from mindspore.nn.utils import no_init_parameters
 
 from ldm.diffusion.spec import YAML_KEYS, DiffusionSpec, resolve_spec
 from ldm.errors import UserError
+from ldm.models.attention_ops import AttentionSettings, apply_settings
 from ldm.util import instantiate_from_config, model_section
 
 
@@ -41,6 +42,7 @@ class LatentDiffusion(nn.Cell):
         self.set_spec(spec or DiffusionSpec())
         self.model = DiffusionWrapper(instantiate_from_config(unet_config))
         self.first_stage_model = instantiate_from_config(first_stage_config)
+        self.set_attention(getattr(self.diffusion_model, "attention_settings", None) or AttentionSettings())
         self.first_stage_model.set_train(False)
         for param in self.first_stage_model.get_parameters():
             param.requires_grad = False
@@ -50,6 +52,12 @@ class LatentDiffusion(nn.Cell):
             if not cond_stage_trainable:
                 for param in self.cond_stage_model.get_parameters():
                     param.requires_grad = False
+
+    def set_attention(self, settings, device=None):
+        """The attention switch (an AttentionSettings) for the UNet and the VAE: the UNet config's keys
+        at construction; the CLIs apply --attention here before any graph is compiled."""
+        self.attention_settings = settings
+        apply_settings(self, settings, device)
 
     def set_spec(self, spec):
         """Adopt a DiffusionSpec (training sets the one it trains with; samplers read it back)."""

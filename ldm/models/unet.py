@@ -9,6 +9,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ldm.models.attention import SpatialTransformer
+from ldm.models.attention_ops import settings_from_keys
 from ldm.models.layers import (GroupNorm, SiLU, WrappedConv2d, add_channel_bias, dense, set_compute_dtype,
                                timestep_embedding)
 
@@ -94,7 +95,9 @@ class UNetModel(nn.Cell):
     ``num_heads`` (SD 1.x: 8) unless it is -1. ``use_linear_in_transformer``: Dense proj_in/out (SD 2.x).
     ``use_checkpoint`` (alias ``use_recompute``): recompute every ResBlock/transformer in the backward pass.
     ``use_fp16``: fp16 convs/matmuls with fp32 norms and softmax; ``upcast_attention`` (SD 2.x) also keeps q.k^T in fp32.
-    Unused CompVis/MindONE keys (image_size, dims, legacy, enable_flash_attention, ...) are accepted and ignored.
+    Attention (:mod:`ldm.models.attention_ops`): ``attention`` auto | standard | chunked | flash, ``attention_chunk``
+    (query rows per chunk), MindONE's ``enable_flash_attention`` (True = flash where ``attention`` is unset).
+    Unused CompVis/MindONE keys (image_size, dims, legacy, ...) are accepted and ignored.
     """
 
     def __init__(self, in_channels=4, model_channels=320, out_channels=4, num_res_blocks=2,
@@ -102,7 +105,8 @@ class UNetModel(nn.Cell):
                  transformer_depth=1, context_dim=None, use_linear_in_transformer=False, use_checkpoint=False,
                  use_recompute=None, use_fp16=False, upcast_attention=False, conv_resample=True,
                  use_spatial_transformer=True, num_heads_upsample=-1, use_scale_shift_norm=False,
-                 resblock_updown=False, num_classes=None, **ignored):
+                 resblock_updown=False, num_classes=None, attention=None, attention_chunk=None,
+                 enable_flash_attention=None, **ignored):
         super().__init__()
         if num_classes is not None:
             raise ValueError("class-conditional UNets (num_classes) are not supported")
@@ -113,6 +117,8 @@ class UNetModel(nn.Cell):
             raise ValueError("set either num_heads or num_head_channels")
         if isinstance(context_dim, (list, tuple)):
             context_dim = context_dim[0]
+        self.attention_settings = settings_from_keys(attention, attention_chunk, enable_flash_attention,
+                                                     "unet_config attention")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.model_channels = model_channels
@@ -122,13 +128,13 @@ class UNetModel(nn.Cell):
         self.time_embed = nn.SequentialCell([dense(model_channels, time_embed_dim), SiLU(),
                                              dense(time_embed_dim, time_embed_dim)])
 
-        def attention(ch):
+        def transformer(ch):
             if num_head_channels == -1:
                 heads, dim_head = num_heads, ch // num_heads
             else:
                 heads, dim_head = ch // num_head_channels, num_head_channels
             return TransformerBlock(ch, heads, dim_head, transformer_depth, context_dim,
-                                    use_linear_in_transformer, upcast_attention)
+                                    use_linear_in_transformer, upcast_attention, self.attention_settings)
 
         blocks = [TimestepEmbedSequential([InputConv(in_channels, model_channels, 3, padding=1)])]
         skip_channels = [model_channels]
@@ -138,7 +144,7 @@ class UNetModel(nn.Cell):
                 layers = [ResBlock(ch, time_embed_dim, mult * model_channels)]
                 ch = mult * model_channels
                 if ds in attention_resolutions:
-                    layers.append(attention(ch))
+                    layers.append(transformer(ch))
                 blocks.append(TimestepEmbedSequential(layers))
                 skip_channels.append(ch)
             if level != len(channel_mult) - 1:
@@ -146,7 +152,7 @@ class UNetModel(nn.Cell):
                 skip_channels.append(ch)
                 ds *= 2
         self.input_blocks = nn.CellList(blocks)
-        self.middle_block = TimestepEmbedSequential([ResBlock(ch, time_embed_dim), attention(ch),
+        self.middle_block = TimestepEmbedSequential([ResBlock(ch, time_embed_dim), transformer(ch),
                                                      ResBlock(ch, time_embed_dim)])
         blocks = []
         for level, mult in list(enumerate(channel_mult))[::-1]:
@@ -154,7 +160,7 @@ class UNetModel(nn.Cell):
                 layers = [ResBlock(ch + skip_channels.pop(), time_embed_dim, model_channels * mult)]
                 ch = model_channels * mult
                 if ds in attention_resolutions:
-                    layers.append(attention(ch))
+                    layers.append(transformer(ch))
                 if level and i == num_res_blocks:
                     layers.append(Upsample(ch))
                     ds //= 2
