@@ -76,6 +76,16 @@ def optional_bool(value):
     return str2bool(value)
 
 
+def attention_chunk_rows(value):
+    """None (unset: automatic chunks) or a positive whole number of query rows."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    rows = integer(value)
+    if rows <= 0:
+        raise ValueError("must be a positive number of query rows")
+    return rows
+
+
 def prediction_type_name(value):
     """'' (the model config's) or a prediction type in any spelling (v, velocity, eps, epsilon, ...)."""
     from ldm.diffusion.prediction import normalize_prediction_type
@@ -177,6 +187,11 @@ OPTIONS = {
     "use_ema": (str2bool, False, "keep an exponential moving average of the trained weights"),
     "ema_decay": (float, 0.9999, "EMA decay"),
     "train_text_encoder": (str2bool, False, "also train the text encoder (full fine-tune)"),
+    "attention": (str, "", "auto | standard | chunked | flash: how the UNet and VAE compute attention (unset = "
+                           "the model config's attention key, else flash if enable_flash_attention, else auto: "
+                           "flash on Ascend, chunked when a call's scores pass 512 MiB, else standard)"),
+    "attention_chunk": (attention_chunk_rows, None, "query rows per chunk of chunked attention (unset = as many "
+                                                    "as keep one chunk's fp32 scores within 512 MiB)"),
     "recompute": (optional_bool, None, "recompute UNet blocks in backward (less memory); sets the model "
                                        "config's unet use_checkpoint (unset = the config's value)"),
     # --- precision and loss scaling (ldm.train.precision; fp16 runs on CPU too, bf16 on Ascend only)
@@ -218,7 +233,8 @@ OPTIONS = {
                      "the step is compiled only when mode is 0 and jit is True"),
     "jit": (str2bool, True, "compile the train step with ms.jit (graph mode); False = PyNative whatever mode says"),
     "use_parallel": (str2bool, False, "data-parallel over all ranks (launch with msrun or mpirun)"),
-    "dataset_sink_mode": (str2bool, False, "accepted for MindONE recipes; this trainer feeds steps from host"),
+    "dataset_sink_mode": (str2bool, False, "MindONE's Ascend sink switch; MindSpore cannot sink on CPU: one notice "
+                                           "line, steps fed from the host (docs/data_sink.md)"),
     "show_progress": (str2bool, True, "tqdm progress bar"),
     "compile_cache": (str, os.environ.get("MSD_COMPILE_CACHE", "off"),
                       "folder for MindSpore's compile cache (default $MSD_COMPILE_CACHE, else off): an identical "
@@ -232,8 +248,8 @@ OPTIONS = {
     "unet_initialize_random": (str2bool, False, "MindONE: load pretrained_model_path without its UNet weights "
                                                 "(the UNet starts from random init)"),
     "enable_flash_attention": (optional_bool, None, "MindONE: flash attention in the UNet (unset = the model "
-                                                    "config's); this UNet has no flash-attention kernel, so True "
-                                                    "gives one notice line and the standard attention"),
+                                                    "config's): Ascend's FlashAttentionScore kernel; where there is "
+                                                    "none (CPU, GPU) one notice line and chunked attention"),
     "loss_scaler_type": (str, "dynamic", "MindONE: dynamic | static loss scaling (amp only; static keeps "
                                          "init_loss_scale)"),
     "enable_modelarts": (str2bool, False, "MindONE: run on Huawei ModelArts; not supported here (one notice line, "
@@ -245,6 +261,7 @@ OPTIONS = {
 }
 
 CHOICES = {
+    "attention": ("", "auto", "standard", "chunked", "flash"),
     "scheduler": ("constant", "cosine_decay", "polynomial_decay"),
     "optim": ("adamw", "adam", "momentum", "sgd"),
     "amp_level": ("O0", "O1", "O2", "O3"),

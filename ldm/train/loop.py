@@ -93,11 +93,21 @@ def device_is_cpu():
     return ms.get_context("device_target") == "CPU"
 
 
+def sink_notice(on_cpu):
+    """The one line a set ``dataset_sink_mode`` logs. MindSpore 2.8 sinks a dataset only on Ascend/GPU:
+    on CPU ``ms.data_sink`` raises, ``Model.train`` falls back to host feeding and the queue kernel
+    (InitDataSetQueue) is missing (scripts/probe_data_sink.py, docs/data_sink.md)."""
+    why = ("MindSpore cannot sink a dataset on CPU (no InitDataSetQueue/GetNext kernel; ms.data_sink refuses CPU)"
+           if on_cpu else "this trainer has no sink path yet (MindSpore sinks only on Ascend/GPU, which were not "
+                          "available to build it)")
+    return f"dataset_sink_mode: {why}; every step is fed from the host"
+
+
 # ---------------------------------------------------------------- model
 def training_model_config(cfg):
     """The model YAML with the recipe's recompute switch (unset = the YAML's
-    ``unet_config.params.use_checkpoint``) and MindONE's enable_flash_attention key applied."""
-    config = mindone_flags.apply_flash_attention_key(load_config(cfg.model_config), cfg.enable_flash_attention)
+    ``unet_config.params.use_checkpoint``) and the attention keys (ours, MindONE's enable_flash_attention) applied."""
+    config = mindone_flags.apply_attention_keys(load_config(cfg.model_config), cfg)
     if cfg.recompute is None:
         return config
     unet = model_params(config).get("unet_config")
@@ -378,7 +388,7 @@ class TrainRun:
     def _run(self):
         cfg = self.cfg
         if self.is_main and cfg.dataset_sink_mode:
-            _log.info("dataset_sink_mode is accepted for MindONE recipes; steps are fed from the host here")
+            _log.warning(sink_notice(device_is_cpu()))
         if self.is_main:
             _log.info("training %d steps (%d per epoch), %d images, %d rank(s), %s objective, %d trainable params, "
                       "%s", self.total_steps, self.steps_per_epoch, len(self.dataset), self.world, self.prediction_type,

@@ -10,8 +10,10 @@ Read from MindONE's ``examples/stable_diffusion_v2/train_text_to_image.py`` (202
 * ``lora_fp16``: MindONE builds each LoRA layer (base Dense and adapters) with ``.to_float(fp16)``:
   fp16 compute, fp32 parameters. Here each LoRA layer computes in fp16 the same way, on every device,
   and hands its result back in the dtype it was given (MindONE's UNet around it is fp16 anyway).
-* ``enable_flash_attention`` overrides the UNet config's key; ``enable_modelarts`` / ``json_data_path`` /
-  ``num_workers`` drive ModelArts' data sync there. Neither exists here: one notice line each.
+* ``enable_flash_attention`` overrides the UNet config's key: Ascend's flash-attention kernel, and where
+  there is none one notice line and chunked attention (:mod:`ldm.models.attention_ops`).
+  ``enable_modelarts`` / ``json_data_path`` / ``num_workers`` drive ModelArts' data sync there; ModelArts
+  does not exist here: one notice line.
 """
 import contextlib
 import logging
@@ -33,10 +35,23 @@ def notices(cfg, on_cpu):
     if cfg.enable_modelarts:
         lines.append("enable_modelarts: ModelArts is not supported here; json_data_path and num_workers are "
                      "ignored and the data is read from data_path")
-    if cfg.enable_flash_attention:
-        where = "there is no flash-attention kernel on CPU" if on_cpu else "this UNet has no flash-attention path"
-        lines.append(f"enable_flash_attention: {where}; the UNet uses its standard attention (fp32 softmax)")
+    line = flash_notice(cfg, "CPU" if on_cpu else None)
+    if line:
+        lines.append(line)
     return lines
+
+
+def flash_notice(cfg, device=None):
+    """The one line for flash attention asked for (``attention: flash`` or MindONE's
+    ``enable_flash_attention``, in the recipe or the model config) where no kernel exists; None otherwise."""
+    from ldm.models.attention_ops import describe, flash_available, settings_from_config
+    from ldm.util import load_config
+    settings = settings_from_config(load_config(cfg.model_config), cfg.attention or None, cfg.attention_chunk,
+                                    cfg.enable_flash_attention)
+    if settings.mode != "flash" or flash_available(device):
+        return None
+    label = "attention flash" if (cfg.attention or "") == "flash" else "enable_flash_attention"
+    return describe(settings, device, label)
 
 
 def write_args_yaml(cfg):
@@ -49,11 +64,19 @@ def write_args_yaml(cfg):
     return path
 
 
-def apply_flash_attention_key(config, value):
-    """MindONE writes a set ``enable_flash_attention`` into ``unet_config.params`` (None leaves the YAML's)."""
+def apply_attention_keys(config, cfg):
+    """The recipe's attention keys written into ``unet_config.params`` (MindONE writes a set
+    ``enable_flash_attention`` there; ours ``attention``, ``attention_chunk``); unset ones leave the YAML's."""
     unet = model_params(config).get("unet_config")
-    if value is not None and isinstance(unet, dict):
-        unet.setdefault("params", {})["enable_flash_attention"] = bool(value)
+    if not isinstance(unet, dict):
+        return config
+    params = unet.setdefault("params", {})
+    if cfg.enable_flash_attention is not None:
+        params["enable_flash_attention"] = bool(cfg.enable_flash_attention)
+    if getattr(cfg, "attention", ""):
+        params["attention"] = cfg.attention
+    if getattr(cfg, "attention_chunk", None):
+        params["attention_chunk"] = int(cfg.attention_chunk)
     return config
 
 
