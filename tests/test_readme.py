@@ -21,6 +21,7 @@ CLIS = [
     "datasets/synthetic_shapes.py",
     "scripts/score_shapes.py",
     "scripts/train_tiny_vae.py",
+    "scripts/ascend_audit.py",
 ]
 
 
