@@ -9,8 +9,11 @@ Added here: the same through ``text_to_image.py --ti_ckpt_path`` with both files
 The two training tests are slow: on the shared 2-core machine (load 8-12) the TI test took 10 min (base
 samples included) and the DreamBooth one 15 min; most of it is sampling 129 base and 105 trained images.
 """
+import contextlib
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -71,8 +74,6 @@ def _run_folder(folder, pairs):
 
 
 def test_score_concept_groups_and_cli(tmp_path):
-    import subprocess
-    import sys
     star = lambda c, b: draw_concept("star", c, b, 32)                  # noqa: E731
     pairs = [(star("blue", "black"), "a blue sks on a black background, center"),        # right
              (star("green", "black"), "a blue <star> on a black background, center"),    # wrong colour
@@ -120,6 +121,26 @@ def _sample(out, prompts_file, *extra):
     return str(out)
 
 
+@contextlib.contextmanager
+def _one_pipeline():
+    """Inside, text_to_image.main builds its pipeline once per set of from_config arguments (config,
+    checkpoint, LoRA, spec and attention settings) and reuses it: the runs are otherwise the CLI's, the
+    images are the same (the compiled graphs are per pipeline, each run seeds its own noise), and each
+    reuse saves building the model and compiling its graphs again (~8-10 s a run on 2 cores). Not for
+    --ti_ckpt_path runs: text_to_image.main loads the embeddings into the pipeline's model."""
+    from ldm.pipeline import Text2ImagePipeline
+    original, built = Text2ImagePipeline.from_config, {}
+
+    def from_config(*args, **kwargs):
+        key = repr((args, sorted(kwargs.items())))
+        if key not in built:
+            built[key] = original(*args, **kwargs)
+        return built[key]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Text2ImagePipeline, "from_config", from_config)
+        yield
+
+
 def _scores(folder):
     from scripts.score_concept import load_pairs
     return score_concept_images(load_pairs(folder), "star")
@@ -132,13 +153,49 @@ def concept(tmp_path_factory):
     return root
 
 
+DB_TEST = "test_dreambooth_lora_with_prior_learns_the_star"
+
+
+def _start_db_training(concept):
+    """train_dreambooth.py in its own interpreter, as users run it (after the TI run and the pipelines of
+    this module in one process, the DB train step's ms.jit compile failed here: "Parse Lambda Function Fail
+    ... got IfExp", MindSpore 2.8); output to files (a pipe nobody reads could fill and block it)."""
+    out = concept / "db"
+    argv = [sys.executable, os.path.join(REPO, "train_dreambooth.py"), "-c",
+            os.path.join(RECIPES, "train_config_tiny_concept_dreambooth_lora.yaml"),
+            "--pretrained_model_path", BASE, "--instance_data_dir", str(concept / "data" / "instance"),
+            "--class_data_dir", str(concept / "class"), "--num_class_images", "8", "--output_path", str(out),
+            "--max_steps", str(DB_STEPS), "--ckpt_save_interval", str(DB_STEPS), "--seed", TRAIN_SEED]
+    logs = {name: open(concept / f"db_train.{name}", "w+", encoding="utf-8") for name in ("stdout", "stderr")}
+    return subprocess.Popen(argv, stdout=logs["stdout"], stderr=logs["stderr"], cwd=REPO, text=True), logs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def db_training(request, concept):
+    """The DreamBooth test's training run, started with the module when that test is selected: it trains in
+    its own process while this one samples the base and runs TI (sampling keeps ~1 of the 2 cores busy).
+    Its result does not depend on when it runs (a process of its own, fixed seed, files only it writes)."""
+    run = None
+    if any(item.name == DB_TEST for item in request.session.items):
+        run = _start_db_training(concept)
+    yield run
+    if run is not None:
+        proc, logs = run
+        if proc.poll() is None:          # the DB test did not wait for it (failed earlier, interrupted)
+            proc.kill()
+            proc.wait()
+        for f in logs.values():
+            f.close()
+
+
 @pytest.fixture(scope="module")
 def base_scores(concept):
     """The base model on the held-out prompts (rare token, placeholder) and the class prompts."""
     data = concept / "data"
     scores = {}
-    for name in ("heldout_token", "heldout_placeholder", "class_prompts"):
-        scores[name] = _scores(_sample(concept / f"base_{name}", data / f"{name}.txt"))
+    with _one_pipeline():
+        for name in ("heldout_token", "heldout_placeholder", "class_prompts"):
+            scores[name] = _scores(_sample(concept / f"base_{name}", data / f"{name}.txt"))
     return scores
 
 
@@ -200,24 +257,23 @@ def test_textual_inversion_learns_the_star(concept, base_scores):
 
 
 @pytest.mark.slow
-def test_dreambooth_lora_with_prior_learns_the_star(concept, base_scores):
+def test_dreambooth_lora_with_prior_learns_the_star(concept, base_scores, db_training):
     """The demo's DreamBooth LoRA recipe with prior preservation (100 steps instead of 150): the rare token
     draws the star on held-out prompts far more often than the base does, and the known shapes (class
     prompts) keep the base's shape score within a margin."""
-    import subprocess
-    import sys
     data, out = concept / "data", concept / "db"
-    argv = [sys.executable, os.path.join(REPO, "train_dreambooth.py"), "-c", os.path.join(RECIPES, "train_config_tiny_concept_dreambooth_lora.yaml"),
-            "--pretrained_model_path", BASE, "--instance_data_dir", str(data / "instance"),
-            "--class_data_dir", str(concept / "class"), "--num_class_images", "8", "--output_path", str(out),
-            "--max_steps", str(DB_STEPS), "--ckpt_save_interval", str(DB_STEPS), "--seed", TRAIN_SEED]
-    # its own interpreter, as users run it: after the TI run and the pipelines above in this process, the DB
-    # train step's ms.jit compile failed here ("Parse Lambda Function Fail ... got IfExp", MindSpore 2.8)
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc, logs = db_training or _start_db_training(concept)    # started with the module (db_training)
+    try:
+        proc.wait(timeout=1500)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    logs["stderr"].seek(0)
+    assert proc.returncode == 0, logs["stderr"].read()[-2000:]
     lora = str(out / "ckpt" / f"sd-{DB_STEPS}_lora.ckpt")
-    held = _scores(_sample(concept / "db_heldout", data / "heldout_token.txt", "--lora_ckpt_path", lora))
-    classes = _scores(_sample(concept / "db_class", data / "class_prompts.txt", "--lora_ckpt_path", lora))
+    with _one_pipeline():
+        held = _scores(_sample(concept / "db_heldout", data / "heldout_token.txt", "--lora_ckpt_path", lora))
+        classes = _scores(_sample(concept / "db_class", data / "class_prompts.txt", "--lora_ckpt_path", lora))
     learnt, base = held["concept"]["concept"], base_scores["heldout_token"]["concept"]["concept"]
     shape, base_shape = classes["class"]["shape"], base_scores["class_prompts"]["class"]["shape"]
     print(f"\nconcept score, held-out token prompts: DreamBooth {learnt:.3f}, base {base:.3f}; class shape score "
