@@ -18,6 +18,7 @@ import sys
 
 from ldm.diffusion.samplers import SAMPLER_NAMES as SAMPLERS
 from ldm.errors import UserError, run_cli
+from ldm.models.attention_ops import MODES as ATTENTION_MODES
 
 logger = logging.getLogger("text_to_image")
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -145,6 +146,17 @@ def build_parser():
     g.add_argument("--clip_ckpt_path", default=None, help="CLIP ViT-L/14 weights of the safety checker (unused)")
     g.add_argument("--safety_version", type=int, default=2, choices=(1, 2),
                    help="SD version whose safety checker to use (unused)")
+    g = p.add_argument_group("attention and memory")
+    g.add_argument("--attention", default=None, choices=ATTENTION_MODES,
+                   help="how the UNet and VAE compute attention: standard (all scores at once), chunked (exact, "
+                        "query rows in chunks: far less memory at 768 px), flash (Ascend's FlashAttentionScore; "
+                        "elsewhere one notice line and chunked), auto (flash on Ascend, else chunked when a call's "
+                        "fp32 scores pass 512 MiB, else standard) (default: the config's attention key, else auto)")
+    g.add_argument("--attention_chunk", type=int, default=None, metavar="ROWS",
+                   help="query rows per chunk of chunked attention, a positive whole number (default: as many as "
+                        "keep one chunk's fp32 scores within 512 MiB)")
+    _bool(g, "--enable_flash_attention", None, "MindONE's switch: True = --attention flash (unless --attention or "
+          "the config's attention key says otherwise); default: the config's enable_flash_attention key")
     g = p.add_argument_group("runtime")
     g.add_argument("--ms_mode", type=int, default=0, choices=(0, 1),
                    help="0 graph, 1 pynative (the UNet call is compiled either way)")
@@ -245,6 +257,9 @@ def settings_from_args(args):
     from ldm.diffusion.spec import resolve_spec
     from ldm.io.prompts import check_prompt_file
     from ldm.lora_options import resolve_lora
+    from ldm.memory_estimate import config_param_count
+    from ldm.memory_estimate import plan as plan_memory
+    from ldm.models.attention_ops import describe, settings_from_config
     from ldm.pipeline_run import RunSettings, check_run
     from ldm.run_checks import SCALE_LIMIT, check_input_file, check_number, geometry_from_config
     notes = check_unsupported(args)            # (level, message, args...): logged after every check
@@ -280,9 +295,24 @@ def settings_from_args(args):
                            strength=args.strength, save_intermediates=args.save_intermediates, checkpoint=ckpt,
                            config=config, lora=args.lora_ckpt_path)
     spec = resolve_spec(config, rescale_zero_snr=args.rescale_zero_snr)
+    if args.attention_chunk is not None:
+        check_number("--attention_chunk", args.attention_chunk, 1, integer=True)
+    attention = settings_from_config(config, args.attention, args.attention_chunk, args.enable_flash_attention)
+    if attention.mode != "auto":
+        label = "enable_flash_attention" if args.enable_flash_attention and args.attention is None else None
+        notes.append((logging.INFO, describe(attention, args.device_target, label)))
     weights = _bytes_on_disk(ckpt) + (_bytes_on_disk(args.lora_ckpt_path) if args.lora_ckpt_path else 0)
-    check_run(settings, args.output_path, resume=args.resume, spec=spec, geometry=geometry_from_config(config),
-              device_target=args.device_target, weights_bytes=weights)
+    geometry = geometry_from_config(config)
+    check_run(settings, args.output_path, resume=args.resume, spec=spec, geometry=geometry)
+    args.attention_settings, args.memory_plan = attention, None
+    if args.device_target in (None, "CPU"):           # host memory; a device's own memory is not known here
+        args.memory_plan = memory = plan_memory(geometry, args.W, args.H, args.n_samples, scale != 1.0, weights,
+                                                config_param_count(config), attention)
+        if memory.sliced:
+            notes.append((logging.INFO, "memory: the whole batch would need about %.1f GiB; the UNet runs on %s and "
+                          "the VAE decodes %s image(s) at a time (estimated peak %.1f GiB)",
+                          memory.whole.total / 2 ** 30, memory.unet_batch or args.n_samples,
+                          memory.vae_batch or args.n_samples, memory.estimate.total / 2 ** 30))
     choice = resolve_lora(args.lora_ckpt_path, args.use_lora, args.lora_rank, args.lora_ft_unet,
                           args.lora_ft_text_encoder)       # the last check: it logs only after its checks
     args.lora_choice = choice
@@ -320,7 +350,9 @@ def main(argv=None):
                                           lora_path=args.lora_choice.path, lora_scale=args.lora_scale,
                                           lora_prefixes=args.lora_choice.prefixes,
                                           adopt_recorded_spec=not args.config,
-                                          rescale_zero_snr=args.rescale_zero_snr)
+                                          rescale_zero_snr=args.rescale_zero_snr, attention=args.attention_settings)
+    if args.memory_plan is not None:
+        pipe.set_micro_batches(args.memory_plan.unet_batch, args.memory_plan.vae_batch)
     if args.ti_ckpt_path:
         from ldm.models.textual_inversion import load_textual_inversion
         load_textual_inversion(pipe.model, args.ti_ckpt_path)

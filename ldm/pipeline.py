@@ -95,16 +95,31 @@ class Text2ImagePipeline:
                            encode=model.encode_first_stage)
         self._calls = {name: (ms.jit(fn.construct if isinstance(fn, nn.Cell) else fn) if compile else fn)
                        for name, fn in self._eager.items()}
+        self.unet_batch = None      # images per UNet call (None: all); see set_micro_batches
+        self.vae_batch = None       # images per VAE decode (None: all)
+
+    def set_micro_batches(self, unet=None, vae=None):
+        """Run the UNet on ``unet`` images at a time (with guidance: 2 x unet samples) and decode ``vae``
+        images at a time (None: the whole batch). Images are independent, so the pictures stay the same up to
+        the CPU kernels' rounding for another batch size (at most 1/255 measured);
+        peak memory falls with the slice (text_to_image.py picks them from ldm.memory_estimate.plan
+        when the whole batch would not fit)."""
+        for name, value in (("unet", unet), ("vae", vae)):
+            if value is not None:
+                run_checks.check_number(f"{name} micro-batch", value, 1, integer=True)
+        self.unet_batch, self.vae_batch = unet, vae
 
     @classmethod
     def from_config(cls, config, ckpt_path=None, lora_path=None, lora_scale=1.0, compile=True,
-                    adopt_recorded_spec=False, lora_prefixes=None, **spec_overrides):
+                    adopt_recorded_spec=False, lora_prefixes=None, attention=None, **spec_overrides):
         """Build from a model YAML (path or dict) and a checkpoint (any format ldm.convert reads).
 
         A checkpoint from our training records its DiffusionSpec: the config must agree with it, or
         with ``adopt_recorded_spec`` the recorded spec replaces the YAML's (text_to_image.py does this
         when no --config is given). ``spec_overrides`` (e.g. rescale_zero_snr=True) win over both.
         ``lora_prefixes``: load only the LoRA adapters under these name prefixes (None: all).
+        ``attention``: an :class:`ldm.models.attention_ops.AttentionSettings` that replaces the config's
+        attention keys (standard, chunked, flash or auto; see text_to_image.py --attention).
         """
         from ldm.convert.checkpoint import load_model
         cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
@@ -116,6 +131,8 @@ class Text2ImagePipeline:
             if not os.path.exists(lora_path):
                 raise UserError(f"LoRA checkpoint not found: {lora_path}")
             load_lora(model, lora_path, lora_scale, prefixes=lora_prefixes)
+        if attention is not None:
+            model.set_attention(attention)
         return cls(model, cfg, ckpt_path, compile=compile)
 
     @property
@@ -167,8 +184,9 @@ class Text2ImagePipeline:
 
     # ---- images <-> latents
     def decode(self, z):
-        """Latents (N,C,h,w) -> uint8 images (N,H,W,3)."""
-        return to_uint8(self._run("decode", z).asnumpy())
+        """Latents (N,C,h,w) -> uint8 images (N,H,W,3), ``vae_batch`` images per VAE call."""
+        parts = [to_uint8(self._run("decode", z[a:b]).asnumpy()) for a, b in _slices(z.shape[0], self.vae_batch)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def encode_images(self, images, seeds):
         """uint8 (N,H,W,3) -> scaled latents, sampling the VAE posterior with per-image noise."""
@@ -230,11 +248,19 @@ class Text2ImagePipeline:
         scale_t = ms.Tensor(float(scale), ms.float32)
         rescale_t = ms.Tensor(float(guidance_rescale), ms.float32) if guidance_rescale else None
 
+        slices = _slices(n, self.unet_batch)
+        # each slice's context: its negatives then its prompts (the guided call's layout), made once
+        contexts = [context if len(slices) == 1 else
+                    (ops.cat((context[a:b], context[n + a:n + b])) if guided else context[a:b]) for a, b in slices]
+
         def denoise(x_in, t):
-            t = ms.Tensor(np.full((n,), t, dtype=np.float32))
-            if guided:
-                return self._run("guided", x_in, t, context, scale_t, rescale_t)
-            return self._run("plain", x_in, t, context)
+            outs = []
+            for (a, b), ctx in zip(slices, contexts):
+                x_part = x_in if len(slices) == 1 else x_in[a:b]
+                t_part = ms.Tensor(np.full((b - a,), t, dtype=np.float32))
+                outs.append(self._run("guided", x_part, t_part, ctx, scale_t, rescale_t) if guided
+                            else self._run("plain", x_part, t_part, ctx))
+            return outs[0] if len(outs) == 1 else ops.cat(outs, 0)
 
         intermediates = []
 
@@ -330,6 +356,12 @@ class Text2ImagePipeline:
         for s in seeds:
             run_checks.check_number("seed", s, 0, run_checks.SEED_LIMIT - 1, integer=True)
         return seeds
+
+
+def _slices(n, size):
+    """[(start, stop)] covering range(n) in pieces of ``size`` (None: one piece)."""
+    size = n if not size else int(size)
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
 
 
 def validation_sampler(compile_graphs, image_size):

@@ -248,11 +248,11 @@ def check_resume(settings, folder, done, run_start):
             return
 
 
-def check_run(settings, output_path, resume=False, spec=None, geometry=None, device_target=None,
-              weights_bytes=0):
+def check_run(settings, output_path, resume=False, spec=None, geometry=None):
     """Every check of a run that needs no model (numbers, sizes, memory, the sampler's plan, prompt and
     init files, output folder, resume consistency), so text_to_image.py refuses a bad input in one
-    line before its first log line. ``spec``/``geometry``: from the model config (default: from
+    line before its first log line (the memory check, which needs the model's size and attention mode,
+    is :func:`ldm.memory_estimate.plan`). ``spec``/``geometry``: from the model config (default: from
     ``settings.config``). Returns the number of images the run makes."""
     from ldm.diffusion.spec import resolve_spec
     s = settings
@@ -288,8 +288,6 @@ def check_run(settings, output_path, resume=False, spec=None, geometry=None, dev
     if s.seed + (s.n_samples if s.fixed_code else total) > run_checks.SEED_LIMIT:
         raise UserError(f"--seed {s.seed}: the run's {total} images use seeds up to {s.seed + total - 1}, past "
                         f"numpy's limit {run_checks.SEED_LIMIT - 1}; use a smaller --seed")
-    if device_target in (None, "CPU"):
-        run_checks.check_memory(geometry, s.width, s.height, s.n_samples, float(s.scale) != 1.0, weights_bytes)
     shape = (geometry.latent_channels, s.height // geometry.vae_factor, s.width // geometry.vae_factor)
     if s.init_latents:
         load_init_latents(s.init_latents, s.n_samples, shape)

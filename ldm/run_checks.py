@@ -1,5 +1,6 @@
 """Checks of a generation run's inputs that need no model: numeric domains, image size against the
-model's geometry and the machine's memory, the sampler's plan, output folder, init files.
+model's geometry, the machine's free memory (the estimate itself is ldm.memory_estimate), the sampler's
+plan, output folder, init files.
 
 text_to_image.py runs every one of them before its first log line, before a model is built and before
 a folder is made, so a bad input is one line on stderr and nothing else; the Python API
@@ -67,6 +68,7 @@ class ModelGeometry:
     num_head_channels: int = 64
     vae_ch: int = 128
     vae_ch_mult: tuple = (1, 2, 4, 4)
+    context_dim: int = 1024        # the text context's width (SD 2.x 1024, SD 1.x 768)
 
     @property
     def size_multiple(self):
@@ -78,6 +80,10 @@ class ModelGeometry:
     def heads(self, channels):
         return channels // self.num_head_channels if self.num_head_channels not in (-1, None, 0) \
             else max(1, int(self.num_heads))
+
+
+def _first(value):
+    return value[0] if isinstance(value, (list, tuple)) else value
 
 
 def geometry_from_config(config):
@@ -98,7 +104,8 @@ def geometry_from_config(config):
             attention_resolutions=tuple(int(a) for a in unet.get("attention_resolutions",
                                                                   base.attention_resolutions)),
             num_heads=int(unet.get("num_heads", -1)), num_head_channels=int(unet.get("num_head_channels", -1)),
-            vae_ch=int(dd.get("ch", base.vae_ch)), vae_ch_mult=vae_mult)
+            vae_ch=int(dd.get("ch", base.vae_ch)), vae_ch_mult=vae_mult,
+            context_dim=int(_first(unet.get("context_dim", base.context_dim)) or base.context_dim))
     except (TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"model config: unreadable UNet/VAE sizes ({exc})") from exc
 
@@ -113,31 +120,28 @@ def check_size(width, height, geometry=None):
 
 
 # ---------------------------------------------------------------- memory
-def estimate_memory(geometry, width, height, batch, guided=True, weights_bytes=0):
-    """A lower bound of the peak host memory (bytes) of generating ``batch`` images at width x height:
-    weights + the larger of the UNet call (fp32 attention scores of its widest attention level for the
-    2N-batch of guidance, plus the skip activations it keeps) and the VAE decode (two full-resolution
-    activations and the mid-block attention per image). Returns (bytes, a short description)."""
-    g = geometry
-    h, w = height // g.vae_factor, width // g.vae_factor
-    b = batch * (2 if guided else 1)
-    attn, skips = 0, 0
-    for level, mult in enumerate(g.channel_mult):
-        positions = h * w / 4 ** level
-        channels = g.model_channels * mult
-        skips += (g.num_res_blocks + 1) * channels * positions
-        if 2 ** level in g.attention_resolutions:
-            attn = max(attn, g.heads(channels) * positions ** 2)
-    unet = 4 * b * (attn + skips)
-    full = max(g.vae_ch * m * (height * width / 4 ** j) for j, m in enumerate(g.vae_ch_mult))
-    vae = 4 * batch * (2 * full + (h * w) ** 2)
-    what = (f"UNet attention over {w}x{h} latents for a batch of {b}" if unet >= vae
-            else f"VAE decoding {batch} image(s) of {width}x{height}")
-    return weights_bytes + max(unet, vae), what
+def memory_limit():
+    """``$MSD_MEMORY_LIMIT`` in bytes (a number with an optional K/M/G/T suffix, powers of 1024), or None:
+    a cap the memory plan treats as the machine's free memory (to leave room for other jobs, or to test)."""
+    text = os.environ.get("MSD_MEMORY_LIMIT", "").strip()
+    if not text:
+        return None
+    units = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+    factor = units.get(text[-1:].upper(), 1)
+    number = text[:-1] if factor != 1 else text
+    try:
+        value = float(number) * factor
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"MSD_MEMORY_LIMIT={text!r}: give a size in bytes, e.g. 12G or 800M")
+    return int(value)
 
 
 def available_memory():
-    """Bytes this process may still allocate: MemAvailable, lowered by a cgroup limit; None if unknown."""
+    """Bytes this process may still allocate: MemAvailable, lowered by a cgroup limit and by
+    $MSD_MEMORY_LIMIT; None if unknown."""
+    cap = memory_limit()
     avail = None
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
@@ -163,20 +167,9 @@ def available_memory():
                 avail = min(avail, max(0, int(limit) - usage))
         except (OSError, ValueError):
             continue
+    if cap is not None:
+        avail = cap if avail is None else min(avail, cap)
     return avail
-
-
-def check_memory(geometry, width, height, batch, guided, weights_bytes=0, available=None):
-    """Refuse a size/batch whose memory estimate exceeds the memory available (one line with both)."""
-    available = available_memory() if available is None else available
-    if available is None:
-        return
-    need, what = estimate_memory(geometry, width, height, batch, guided, weights_bytes)
-    if need > available:
-        gib = 2 ** 30
-        raise UserError(f"--W {width} --H {height} with --n_samples {batch} needs at least {need / gib:,.1f} GiB "
-                        f"(estimate: weights + {what}), more than the {available / gib:,.1f} GiB of memory "
-                        "available; use a smaller --W/--H or --n_samples")
 
 
 # ---------------------------------------------------------------- sampler

@@ -1,6 +1,8 @@
 """Setup functions for tests/cli_table.py cases: each makes the bad input a case needs in its folder."""
 import os
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def file_named_out(folder):
     """A regular file where an output folder should go."""
@@ -393,6 +395,15 @@ def t2i_late_bad_prompt(folder):
 
 def t2i_prompts_folder(folder):
     os.makedirs(os.path.join(folder, "prompts.txt"))
+
+
+def t2i_config_bad_attention(folder):
+    """The tiny shapes config with an attention mode that does not exist."""
+    with open(os.path.join(REPO, "configs", "tiny-shapes-v2.yaml"), encoding="utf-8") as f:
+        text = f.read()
+    text = text.replace("upcast_attention: True", "upcast_attention: True\n        attention: nonsense", 1)
+    with open(os.path.join(folder, "bad_attention.yaml"), "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def t2i_bad_yaml(folder):

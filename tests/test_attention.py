@@ -167,3 +167,27 @@ def test_model_set_attention_reaches_the_unet_and_the_vae():
     assert {(c.mode, c.chunked.chunk) for c in cells} == {("chunked", 8)}
     names = {p.name for p in model.get_parameters()}
     assert not any("attention." in n for n in names)     # the switch holds no parameters: names unchanged
+
+
+def test_text_to_image_flash_on_cpu_is_one_notice(tmp_path, caplog):
+    """text_to_image.py --attention flash (or MindONE's --enable_flash_attention) on CPU: every check passes
+    and exactly one notice line says flash falls back to chunked; the settings reach the pipeline."""
+    import logging
+
+    import text_to_image
+    base = ["--config", "configs/tiny-shapes-v2.yaml", "--ckpt_path", "models/tiny_shapes_base.ckpt", "--W", "32",
+            "--H", "32", "--n_samples", "1", "--n_iter", "1", "--output_path", str(tmp_path / "out")]
+    for extra, label in ((["--attention", "flash"], "attention flash"),
+                         (["--enable_flash_attention", "True"], "enable_flash_attention")):
+        caplog.clear()
+        args = text_to_image.build_parser().parse_args(base + extra)
+        with caplog.at_level(logging.INFO):
+            text_to_image.settings_from_args(args)
+        notices = [r.getMessage() for r in caplog.records if "flash-attention kernel" in r.getMessage()]
+        assert len(notices) == 1 and notices[0].startswith(f"{label}: there is no flash-attention kernel on CPU")
+        assert args.attention_settings == AttentionSettings("flash")
+    caplog.clear()
+    args = text_to_image.build_parser().parse_args(base)
+    with caplog.at_level(logging.INFO):
+        text_to_image.settings_from_args(args)
+    assert not [r for r in caplog.records if "attention" in r.getMessage()]      # auto: nothing to say

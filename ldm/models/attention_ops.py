@@ -76,7 +76,7 @@ def settings_from_config(config, attention=None, attention_chunk=None, enable_fl
     keys = {name: unet.get(name) for name in ("attention", "attention_chunk", "enable_flash_attention")}
     given = dict(attention=attention, attention_chunk=attention_chunk, enable_flash_attention=enable_flash_attention)
     keys.update({name: value for name, value in given.items() if value is not None})
-    return settings_from_keys(**keys)
+    return settings_from_keys(**keys, what="model config: unet_config attention")
 
 
 # ---------------------------------------------------------------- the flash kernel
