@@ -4,6 +4,8 @@ One step = UNet forward on noisy latents + text context, MSE to a target, backwa
 (the part of fine-tuning that does not depend on the frozen VAE / text encoder). Cases:
   tiny: configs/tiny-v2-vpred.yaml's UNet, 32 px images (16x16 latents), batch 4
   sd2:  the full SD 2.x UNet (configs/v2-vpred-inference.yaml, 866 M params) at 256 px (32x32 latents), batch 1
+  sd2_768: the same at 768 px (96x96 latents) with recompute and chunked attention (diffusers: gradient
+        checkpointing, SDPA attention)
 Each side runs in its own subprocess (so peak RSS is per side); ours under ms.jit, torch in eager
 fp32 with torch.optim.AdamW. Times are medians after warm-up (the first MindSpore step compiles).
 
@@ -23,6 +25,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = {
     "tiny": dict(config="configs/tiny-v2-vpred.yaml", latent=16, batch=4),
     "sd2": dict(config="configs/v2-vpred-inference.yaml", latent=32, batch=1),
+    # 768 px: recompute (gradient checkpointing) and chunked attention; diffusers the same with
+    # enable_gradient_checkpointing() and its default (SDPA) attention
+    "sd2_768": dict(config="configs/v2-vpred-inference.yaml", latent=96, batch=1, recompute=True,
+                    attention="chunked"),
 }
 
 
@@ -62,15 +68,16 @@ def run_mindspore(case, steps, warmup):
     import numpy as np
     from mindspore import Tensor, ops
     sys.path.insert(0, REPO)
-    from ldm.train.optim import AdamW
+    from ldm.train.optim import AdamW, backward_order
     from ldm.util import instantiate_from_config
     ms.set_device("CPU")
     p = _unet_params(case["config"])
     import yaml
     with open(os.path.join(REPO, case["config"]), encoding="utf-8") as f:
         unet_cfg = yaml.safe_load(f)["model"]["params"]["unet_config"]
+    unet_cfg["params"].update(use_checkpoint=bool(case.get("recompute")), attention=case.get("attention", "auto"))
     unet = instantiate_from_config(unet_cfg)
-    params = unet.trainable_params()
+    params = backward_order(unet.trainable_params())     # as ldm.train does (gradients freed as they are used)
     opt = AdamW(params, (0.9, 0.999), 1e-8, 1e-2)
 
     def loss_fn(x, t, c, target):
@@ -123,6 +130,8 @@ def run_torch(case, steps, warmup):
     torch.manual_seed(0)
     p = _unet_params(case["config"])
     unet = _diffusers_unet(p)
+    if case.get("recompute"):
+        unet.enable_gradient_checkpointing()
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-5, weight_decay=1e-2)
     x, t, c, target = (torch.from_numpy(a) for a in _inputs(p, case, np.random.default_rng(0)))

@@ -27,7 +27,7 @@ from ldm.train import mindone_flags
 from ldm.train.config import log_level_value
 from ldm.train.logging import MetricsLog, log_file, log_loss_line
 from ldm.train.lr_schedule import build_lr_schedule
-from ldm.train.optim import build_optimizer
+from ldm.train.optim import build_optimizer, backward_order
 from ldm.train.precision import apply_precision
 from ldm.train.trainer import DiffusionObjective, ObjectiveInputs, TrainStep, timestep_terms
 from ldm.train.validation import check_validation, write_validation_images
@@ -214,7 +214,7 @@ class TrainRun:
             raise UserError("validation_steps needs a sampling function: call train(cfg, make_sampler=...) "
                             "(train_text_to_image.py passes the text-to-image pipeline)")
         self.sample_images = make_sampler(self.model, self.model_config) if cfg.validation_steps else None
-        self.trainable = self.select_trainable()
+        self.trainable = backward_order(self.select_trainable())
         self.scaler = mindone_flags.replace_scaler(cfg, apply_precision(cfg, self.model))
         self.latent_shape = latent_shape(self.model, self.model_config, cfg.image_size)
         self.micro_per_epoch = steps_per_epoch(len(self.dataset), cfg.train_batch_size, self.world)
