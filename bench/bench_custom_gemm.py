@@ -28,9 +28,10 @@ sys.path.insert(0, REPO)
 
 
 def swap_gemms(net, gemm):
-    """Replace every nn.Dense and CrossAttention BatchMatMul inside ``net`` by the custom ops in ``gemm``."""
+    """Replace every nn.Dense and attention BatchMatMul inside ``net`` by the custom ops in ``gemm`` (the
+    attention cores are set to 'standard', whose two products are the swapped ones)."""
     from mindspore import nn, ops
-    from ldm.models.attention import CrossAttention
+    from ldm.models.attention_ops import AttentionSettings, ScaledDotProductAttention
 
     class BlasDense(nn.Cell):
         def __init__(self, dense):
@@ -49,8 +50,9 @@ def swap_gemms(net, gemm):
 
     count = 0
     for _, cell in list(net.cells_and_names()):
-        if isinstance(cell, CrossAttention):
-            cell.bmm_qk, cell.bmm_av = gemm["NT"], gemm["NN"]
+        if isinstance(cell, ScaledDotProductAttention):
+            cell.set_settings(AttentionSettings("standard"))
+            cell.bmm_nt, cell.bmm = gemm["NT"], gemm["NN"]
             count += 2
         for child_name, child in list(cell.name_cells().items()):
             if type(child) is nn.Dense:

@@ -55,7 +55,7 @@ def timed(call, repeats):
     return dict(warmup_s=warmup, times_s=times, median_s=statistics.median(times))
 
 
-def ours(repeats, mode):
+def ours(repeats, mode, attention="auto"):
     sys.path.insert(0, REPO)
     import mindspore as ms
     ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -64,7 +64,7 @@ def ours(repeats, mode):
     from ldm.util import load_config
     params = load_config(CONFIG)["model"]["params"]["unet_config"]["params"]
     t0 = time.perf_counter()
-    unet = UNetModel(**params)
+    unet = UNetModel(**dict(params, attention=attention))
     unet.set_train(False)
     build = time.perf_counter() - t0
     x, t, c = (ms.Tensor(a) for a in inputs())
@@ -73,7 +73,8 @@ def ours(repeats, mode):
     forward = ms.jit(unet.construct) if mode == "graph" else unet
     result = timed(lambda: forward(x, t, c).asnumpy(), repeats)
     n_params = sum(int(p.size) for p in unet.get_parameters())
-    return dict(result, side="mindspore", mode=mode, version=ms.__version__, build_s=build, params=n_params)
+    return dict(result, side="mindspore", mode=mode, version=ms.__version__, build_s=build, params=n_params,
+                attention=attention)
 
 
 def reference(repeats):
@@ -95,8 +96,9 @@ def reference(repeats):
                 threads=torch.get_num_threads())
 
 
-def run_side(python, side, repeats, mode):
-    cmd = [python, os.path.abspath(__file__), "--side", side, "--repeats", str(repeats), "--mode", mode]
+def run_side(python, side, repeats, mode, attention="auto"):
+    cmd = [python, os.path.abspath(__file__), "--side", side, "--repeats", str(repeats), "--mode", mode,
+           "--attention", attention]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{side} side failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -109,19 +111,29 @@ def main(argv=None):
                         help="python with torch + diffusers for the reference side (skipped when empty)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mode", choices=("graph", "pynative"), default="graph", help="how our side runs")
+    parser.add_argument("--attention", nargs="+", default=["auto"], choices=("auto", "standard", "chunked"),
+                        help="our attention mode(s), each timed in its own process (the first is the row compared "
+                             "with diffusers; auto at 64x64, batch 2 cuts the top level's 671 MB of scores in 2 chunks)")
     parser.add_argument("--side", choices=("mindspore", "pytorch"), help=argparse.SUPPRESS)
     parser.add_argument("--json_out", default=os.path.join(BENCH_DIR, "out", "bench_models.json"))
     args = parser.parse_args(argv)
     if args.side:
-        print(json.dumps(ours(args.repeats, args.mode) if args.side == "mindspore" else reference(args.repeats)))
+        print(json.dumps(ours(args.repeats, args.mode, args.attention[0]) if args.side == "mindspore"
+                         else reference(args.repeats)))
         return 0
 
     rows = {"setting": f"SD 2.x UNet fp32 forward, latents {BATCH}x4x{LATENT}x{LATENT}, context {CONTEXT_LEN}x"
                        f"{CONTEXT_DIM}", "machine": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]}
-    rows["mindspore"] = run_side(sys.executable, "mindspore", args.repeats, args.mode)
-    print(f"MindSpore {rows['mindspore']['version']} ({args.mode}): {rows['mindspore']['median_s']:.2f} s/forward "
-          f"(compile+first call {rows['mindspore']['warmup_s']:.1f} s, {rows['mindspore']['params'] / 1e6:.0f} M params)")
+    rows["mindspore_by_attention"] = {}
+    for attention in args.attention:
+        r = rows["mindspore_by_attention"][attention] = run_side(sys.executable, "mindspore", args.repeats, args.mode,
+                                                                 attention)
+        print(f"MindSpore {r['version']} ({args.mode}, attention {attention}): {r['median_s']:.2f} s/forward "
+              f"(compile+first call {r['warmup_s']:.1f} s, {r['params'] / 1e6:.0f} M params)")
+    rows["mindspore"] = rows["mindspore_by_attention"][args.attention[0]]
+    for attention, r in list(rows["mindspore_by_attention"].items())[1:]:
+        print(f"attention {args.attention[0]} / {attention}: {rows['mindspore']['median_s'] / r['median_s']:.2f}")
     if args.torch_python:
         rows["pytorch"] = run_side(args.torch_python, "pytorch", args.repeats, args.mode)
         rows["ratio_ours_over_torch"] = rows["mindspore"]["median_s"] / rows["pytorch"]["median_s"]

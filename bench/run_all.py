@@ -25,7 +25,7 @@ import machine  # noqa: E402
 import readme_table  # noqa: E402
 
 BENCHMARKS = ("bench_models", "bench_samplers", "bench_txt2img", "bench_train", "bench_compile_cache", "bench_eval",
-              "bench_ops")
+              "bench_ops", "bench_memory")
 # --quick: only the small cases (minutes instead of about an hour; no full-size SD model is built)
 QUICK_ARGS = {"bench_samplers": [], "bench_txt2img": ["--only", "tiny"], "bench_train": ["--cases", "tiny"],
               "bench_compile_cache": ["--cases", "txt2img_tiny", "train_tiny"],
