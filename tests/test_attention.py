@@ -132,7 +132,10 @@ def test_flash_without_a_kernel_is_chunked_with_one_notice():
     # a head too large for the kernel (the VAE's single 512-wide head) is chunked even where flash exists
     attention_ops.set_flash_kernel(flash_standin.factory)
     assert ScaledDotProductAttention(1, 512, settings=settings).mode == "chunked"
-    assert ScaledDotProductAttention(5, 64, settings=AttentionSettings("auto")).mode == "flash"
+    auto = ScaledDotProductAttention(5, 64, settings=AttentionSettings("auto"))
+    assert auto.path_for(2, 4096, 4096, ms.float16) == "flash"          # an fp16 model on a device with the kernel
+    assert auto.path_for(2, 4096, 4096, ms.float32) == "chunked"        # fp32 keeps fp32 attention under auto
+    assert auto.path_for(2, 4096, 77, ms.float32) == "standard"
 
 
 def test_config_keys_and_flags_select_the_mode():

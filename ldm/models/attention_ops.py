@@ -19,9 +19,10 @@ All three take and return the "BSH" layout the transformer already has: q (B, N,
   takes (64, 80, 96, 128, 256: MindONE's list; zero columns change neither q k^T nor the kept part
   of the output) and the padding sliced off after. CPU and GPU have no such kernel.
 
-``auto`` chooses per call from the static shapes: flash where the kernel exists (Ascend) and the head
-size fits it, else chunked when one call's fp32 scores exceed :data:`CHUNK_BUDGET_BYTES`, else
-standard. The choice is made while the graph is traced, so a compiled graph holds one path only.
+``auto`` chooses per call from the static shapes and dtype: flash where the kernel exists (Ascend), the
+head size fits it and the model computes in fp16/bf16, else chunked when one call's fp32 scores exceed
+:data:`CHUNK_BUDGET_BYTES`, else standard. The choice is made while the graph is traced, so a compiled
+graph holds one path only.
 """
 import dataclasses
 
@@ -209,14 +210,18 @@ class ScaledDotProductAttention(nn.Cell):
         self.settings = settings
         self.flash_dim = flash_head_dim(self.dim_head)
         use_flash = settings.mode in ("flash", "auto") and flash_available(device) and self.flash_dim is not None
-        self.mode = "flash" if use_flash else ("chunked" if settings.mode == "flash" else settings.mode)
+        self.mode = "chunked" if settings.mode == "flash" and not use_flash else settings.mode
         self.chunked = ChunkedAttentionCore(self.scale, self.upcast, settings.chunk)
         self.flash = _make_flash_kernel(self.heads, self.scale) if use_flash else None
 
-    def path_for(self, batch, n_queries, n_keys):
-        """The path a call of these static sizes takes: 'standard', 'chunked' or 'flash'."""
+    def path_for(self, batch, n_queries, n_keys, dtype=ms.float32):
+        """The path a call of these static sizes and this compute dtype takes: 'standard', 'chunked' or
+        'flash'. auto takes the kernel only for fp16/bf16 models (it computes in fp16/bf16: an fp32 model
+        keeps fp32 attention unless flash is asked for, as MindONE's enable_flash_attention does)."""
         if self.mode in ("standard", "chunked", "flash"):
             return self.mode
+        if self.flash is not None and dtype in FLASH_DTYPES:
+            return "flash"
         return "chunked" if 4 * batch * self.heads * n_queries * n_keys > CHUNK_BUDGET_BYTES else "standard"
 
     def _split_heads(self, x):
@@ -229,7 +234,7 @@ class ScaledDotProductAttention(nn.Cell):
 
     def construct(self, q, k, v):
         b, n, _ = q.shape
-        path = self.path_for(b, n, k.shape[1])
+        path = self.path_for(b, n, k.shape[1], q.dtype)
         if path == "flash":
             return self._flash(q, k, v)
         dtype = q.dtype
@@ -293,7 +298,7 @@ def describe(settings, device=None, label=None):
         return (f"{label or 'attention flash'}: there is no flash-attention kernel on {device} (Ascend's "
                 f"FlashAttentionScore); using chunked attention ({chunk})")
     if settings.mode == "auto":
-        first = "flash where the head size fits, else " if flash_available(device) else ""
+        first = "flash for fp16/bf16 models where the head size fits, else " if flash_available(device) else ""
         return f"attention auto: {first}chunked when a call's fp32 scores pass {budget}, else standard"
     if settings.mode == "chunked":
         return f"attention chunked ({chunk})"
