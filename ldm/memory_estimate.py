@@ -27,31 +27,35 @@ GIB = 2 ** 30
 # model_channels floats per latent position and sample (up to 7.7 GiB at 96x96, batch 4); an attention call
 # held 2.2 score-sized tensors for 3.2 GiB of scores and 3.7 for 0.5 GiB chunks (allocator overhead);
 # the SD VAE decode 4.9-6.3 GiB per megapixel; compiling the UNet's graph 0.8 GiB. A second phase (the VAE
-# after the UNet) reused part of the first one's pool: it added 20-72% of what it takes alone.
+# after the UNet) reused part of the first one's pool: it added 20-48% of what it takes alone when it
+# decoded one image per call, 72% for two.
 FIXED_BYTES = int(0.6 * GIB)            # interpreter, MindSpore's runtime, the tokenizer
 UNET_GRAPH_BYTES = int(0.85 * GIB)      # compiled graphs of the UNet and the text encoder
-SCORE_COPIES = 2.5                      # score-sized tensors an attention call holds (scores, softmax, temp)
-SCORE_OVERHEAD_BYTES = int(0.6 * GIB)   # the allocator's share on top of them
+SCORE_COPIES = 2.2                      # score-sized tensors an attention call holds (scores, softmax, temp)
+SCORE_OVERHEAD_BYTES = int(0.75 * GIB)  # the allocator's share on top of them
 UNET_RETAINED_FLOATS = 180              # x model_channels floats per latent position and sample
 VAE_WIDEST_COPIES = 5.5                 # copies of the decoder's widest map (SD: 256 ch at full size)
 SECOND_PHASE_SHARE = 0.75               # what the smaller of the UNet and VAE phases adds on top of the larger
+SECOND_PHASE_SHARE_ONE_IMAGE = 0.5      # ... when the VAE decodes one image per call (measured 20-48%)
 TEXT_TOKENS = 77
 
 
 @dataclasses.dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes: ``total`` = fixed + max(load, weights + batch + max(unet, vae) + SECOND_PHASE_SHARE x min(unet, vae));
-    ``what`` names the largest phase."""
+    """Bytes: ``total`` = fixed + max(load, weights + batch + max(unet, vae) + share x min(unet, vae)) (share:
+    SECOND_PHASE_SHARE, or SECOND_PHASE_SHARE_ONE_IMAGE with one image per decode); ``what`` names the
+    largest phase."""
     total: int
     weights: int
     load: int
     unet: int
     vae: int
     batch: int = 0            # the whole batch's own tensors (batch_bytes)
+    vae_images: int = 2       # images per VAE decode (how much of its pool the VAE reuses)
 
     @property
     def what(self):
-        if self.load >= self.weights + self.batch + _phases(self.unet, self.vae):
+        if self.load >= self.weights + self.batch + _phases(self.unet, self.vae, self.vae_images):
             return "loading the checkpoint beside the weights"
         return "the guided UNet call" if self.unet >= self.vae else "the VAE decode"
 
@@ -106,8 +110,9 @@ def batch_bytes(geometry, width, height, images, guided=True):
     return images * (4 * (context + 6 * latent) + 3 * height * width)
 
 
-def _phases(unet, vae):
-    return max(unet, vae) + int(SECOND_PHASE_SHARE * min(unet, vae))
+def _phases(unet, vae, vae_images=2):
+    share = SECOND_PHASE_SHARE_ONE_IMAGE if vae_images == 1 else SECOND_PHASE_SHARE
+    return max(unet, vae) + int(share * min(unet, vae))
 
 
 def estimate(geometry, width, height, batch, guided=True, file_bytes=0, param_count=0, attention=None,
@@ -121,8 +126,8 @@ def estimate(geometry, width, height, batch, guided=True, file_bytes=0, param_co
     vae = vae_decode_bytes(geometry, width, height, vae_batch or batch, attention)
     load = int(file_bytes) + weights
     held = batch_bytes(geometry, width, height, batch, guided)
-    total = FIXED_BYTES + max(load, weights + held + _phases(unet, vae))
-    return MemoryEstimate(total, weights, load, unet, vae, held)
+    total = FIXED_BYTES + max(load, weights + held + _phases(unet, vae, vae_batch or batch))
+    return MemoryEstimate(total, weights, load, unet, vae, held, vae_batch or batch)
 
 
 def config_param_count(config):
@@ -173,7 +178,7 @@ def plan(geometry, width, height, batch, guided=True, file_bytes=0, param_count=
     # for two), the UNet as many as fit
     vae = vae_decode_bytes(geometry, width, height, 1, attention)
     unet_batch = next((d for d in _divisors_desc(batch) if _phases(unet_call_bytes(
-        geometry, latent_h, latent_w, d * (2 if guided else 1), attention), vae) <= room), None)
+        geometry, latent_h, latent_w, d * (2 if guided else 1), attention), vae, 1) <= room), None)
     vae_batch = 1
     one = estimate(geometry, width, height, 1, guided, file_bytes, param_count, attention)
     if unet_batch is None or full.load + FIXED_BYTES > available:

@@ -51,13 +51,23 @@ def _peak_gib(argv, env=None):
         return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 2 ** 20, err.read()
 
 
-# (size, images, attention): the tiny shapes model (VAE factor 4) at sizes where its attention is large:
-# 384 px is 96x96 latents, 9216 tokens, 1.4 GB of scores per guided call when standard
-POINTS = [(384, 1, "standard"), (384, 1, "chunked"), (256, 4, "auto")]
+# (size, images, attention): the tiny shapes model (VAE factor 4) where its attention is large: 384 px is
+# 96x96 latents, 9216 tokens, 1.4 GB of scores per guided call when standard (64 px with 4 images: below)
+POINTS = [(384, 1, "standard"), (384, 1, "chunked")]
+SLACK = 2.5          # measured 2026-12-06: 1.6x (384 standard), 2.2x (384 chunked), 2.2x (256 px, 4 images)
+
+
+def _bound(size, images, mode, peak, slack=SLACK):
+    """The estimate is at least the measured peak, and (where the model's own memory matters, not only the
+    runtime's fixed part) at most ``slack`` times it."""
+    geometry, params = geometry_from_config(CONFIG), memory_estimate.config_param_count(CONFIG)
+    est = memory_estimate.estimate(geometry, size, size, images, True, os.path.getsize(CKPT), params,
+                                   AttentionSettings(mode)).total / GIB
+    assert peak <= est <= (slack or float("inf")) * peak, (size, images, mode, peak, est)
+    return est
 
 
 def test_estimate_bounds_the_measured_peak(tmp_path):
-    geometry, params = geometry_from_config(CONFIG), memory_estimate.config_param_count(CONFIG)
     rows = []
     for size, images, mode in POINTS:
         code, peak, err = _peak_gib(["--config", CONFIG, "--ckpt_path", CKPT, "--W", str(size), "--H", str(size),
@@ -65,12 +75,8 @@ def test_estimate_bounds_the_measured_peak(tmp_path):
                                      "--attention", mode, "--skip_grid", "--output_path",
                                      str(tmp_path / f"{size}-{mode}")])
         assert code == 0, err[-2000:]
-        est = memory_estimate.estimate(geometry, size, size, images, True, os.path.getsize(CKPT), params,
-                                       AttentionSettings(mode)).total / GIB
-        rows.append((size, images, mode, round(peak, 2), round(est, 2)))
+        rows.append((size, images, mode, round(peak, 2), round(_bound(size, images, mode, peak), 2)))
     print("size, images, attention, measured GiB, estimated GiB:", rows)
-    for size, images, mode, peak, est in rows:
-        assert peak <= est <= 2.5 * peak, (size, images, mode, peak, est)
     # the estimate knows the attention mode: standard holds the whole score tensor, chunked one chunk
     assert rows[0][4] > rows[1][4] and rows[0][3] > rows[1][3]
 
@@ -104,8 +110,9 @@ def test_micro_batches_give_the_same_pictures(tmp_path):
                                    AttentionSettings("auto"), unet_batch=1, vae_batch=1).total
     argv = ["--config", CONFIG, "--ckpt_path", CKPT, "--W", str(size), "--H", str(size), "--n_samples", str(images),
             "--n_iter", "1", "--sampling_steps", "2", "--skip_grid"]
-    code, _, err_whole = _peak_gib(argv + ["--output_path", str(tmp_path / "whole")])
+    code, peak, err_whole = _peak_gib(argv + ["--output_path", str(tmp_path / "whole")])
     assert code == 0 and "memory:" not in err_whole, err_whole[-2000:]
+    _bound(size, images, "auto", peak, slack=None)      # a third size, where the fixed part is most of it
     code, _, err = _peak_gib(argv + ["--output_path", str(tmp_path / "sliced")],
                              env={"MSD_MEMORY_LIMIT": str(one + 2 ** 20)})
     assert code == 0, err[-2000:]
