@@ -36,7 +36,7 @@ def random_checkpoint(out=DEFAULT_OUT, config=DEFAULT_CONFIG, seed=0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=DEFAULT_OUT, help="checkpoint to write (kept if it exists)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="model YAML whose architecture to build")
     p.add_argument("--seed", type=int, default=0, help="MindSpore seed of the random initialisation")

@@ -110,7 +110,7 @@ def run_route(route, device, steps):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="CPU")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=120.0)
