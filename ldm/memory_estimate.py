@@ -171,30 +171,23 @@ def plan(geometry, width, height, batch, guided=True, file_bytes=0, param_count=
     full = estimate(geometry, width, height, batch, guided, file_bytes, param_count, attention)
     if available is None or full.total <= available:
         return MemoryPlan(None, None, full, full)
-    weights = 4 * int(param_count)
-    latent_h, latent_w = height // geometry.vae_factor, width // geometry.vae_factor
-    room = available - FIXED_BYTES - weights - batch_bytes(geometry, width, height, batch, guided)
     # the VAE decodes one image at a time (its time is linear in the images: 768 px, 46.6 s for one, 93.8 s
     # for two), the UNet as many as fit
-    vae = vae_decode_bytes(geometry, width, height, 1, attention)
-    unet_batch = next((d for d in _divisors_desc(batch) if _phases(unet_call_bytes(
-        geometry, latent_h, latent_w, d * (2 if guided else 1), attention), vae, 1) <= room), None)
-    vae_batch = 1
+    for unet_batch in _divisors_desc(batch):
+        sliced = estimate(geometry, width, height, batch, guided, file_bytes, param_count, attention,
+                          unet_batch=unet_batch, vae_batch=1)
+        if sliced.total <= available:
+            return MemoryPlan(None if unet_batch == batch else unet_batch, None if batch == 1 else 1, sliced, full)
     one = estimate(geometry, width, height, 1, guided, file_bytes, param_count, attention)
-    if unet_batch is None or full.load + FIXED_BYTES > available:
-        mode = _mode(attention)[0]
-        if one.total <= available:
-            raise UserError(f"--n_samples {batch} at --W {width} --H {height}: the batch's latents, text context and "
-                            f"images alone need {batch_bytes(geometry, width, height, batch, guided) / GIB:,.1f} GiB "
-                            f"beside the model, more than the {available / GIB:,.1f} GiB of memory available; use a "
-                            "smaller --n_samples (and more --n_iter)")
-        hint = "use a smaller --W/--H"
-        if one.what == "the guided UNet call" and mode == "standard":
-            hint = "use --attention chunked (or auto) or a smaller --W/--H"
-        raise UserError(f"--W {width} --H {height} needs about {one.total / GIB:,.1f} GiB at its peak even one image at "
-                        f"a time ({one.what}; --attention {mode}), more than the {available / GIB:,.1f} GiB of "
-                        f"memory available; {hint}")
-    unet_batch, vae_batch = (None if b == batch else b for b in (unet_batch, vae_batch))
-    sliced = estimate(geometry, width, height, batch, guided, file_bytes, param_count, attention,
-                      unet_batch=unet_batch, vae_batch=vae_batch)
-    return MemoryPlan(unet_batch, vae_batch, sliced, full)
+    mode = _mode(attention)[0]
+    if one.total <= available:
+        raise UserError(f"--n_samples {batch} at --W {width} --H {height}: the batch's latents, text context and "
+                        f"images alone need {full.batch / GIB:,.1f} GiB beside the model, more than the "
+                        f"{available / GIB:,.1f} GiB of memory available; use a smaller --n_samples (and more "
+                        "--n_iter)")
+    hint = "use a smaller --W/--H"
+    if one.what == "the guided UNet call" and mode == "standard":
+        hint = "use --attention chunked (or auto) or a smaller --W/--H"
+    raise UserError(f"--W {width} --H {height} needs about {one.total / GIB:,.1f} GiB at its peak even one image at "
+                    f"a time ({one.what}; --attention {mode}), more than the {available / GIB:,.1f} GiB of "
+                    f"memory available; {hint}")

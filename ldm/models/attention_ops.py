@@ -142,8 +142,8 @@ class ChunkedAttentionCore(nn.Cell):
     def _rows(self, q, k):
         return self.chunk or auto_chunk_rows(q.shape[0], k.shape[1])
 
-    def _probs(self, q_c, k):
-        """fp32 softmax(scale q_c k^T) of one chunk."""
+    def probs(self, q_c, k):
+        """fp32 softmax(scale q_c k^T) of one chunk (the standard path's whole score tensor too)."""
         if self.upcast:
             q_c, k = q_c.astype(ms.float32), k.astype(ms.float32)
         return ops.softmax(self.bmm_nt(q_c * self.scale, k).astype(ms.float32), axis=-1)
@@ -157,7 +157,7 @@ class ChunkedAttentionCore(nn.Cell):
             # chunk i+1 waits for chunk i: independent chunks would otherwise run concurrently and
             # hold their scores together (measured, 9216 tokens, 5 heads, 512-row chunks: 1.9 GB -> 0.4 GB)
             q_c = q[:, start:stop] if not outs else ops.depend(q[:, start:stop], outs[-1])
-            p = self._probs(q_c, k).astype(v.dtype)
+            p = self.probs(q_c, k).astype(v.dtype)
             outs = outs + (self.bmm(p, v),)
         return outs[0] if len(outs) == 1 else ops.cat(outs, axis=1)
 
@@ -175,7 +175,7 @@ class ChunkedAttentionCore(nn.Cell):
             stop = start + rows if start + rows < n else n
             q_c = ops.depend(q[:, start:stop], dk)         # one chunk at a time (see construct)
             do_c = dout[:, start:stop]
-            p = self._probs(q_c, k)
+            p = self.probs(q_c, k)
             dv = dv + self.bmm_tn(p.astype(v.dtype), do_c).astype(ms.float32)
             dp = self.bmm_nt(do_c, v).astype(ms.float32)
             ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
@@ -207,7 +207,6 @@ class ScaledDotProductAttention(nn.Cell):
     def set_settings(self, settings, device=None):
         """Apply an AttentionSettings; flash is kept only where a kernel exists and fits this head size
         (else chunked: callers print the notice, see :func:`describe`)."""
-        self.settings = settings
         self.flash_dim = flash_head_dim(self.dim_head)
         use_flash = settings.mode in ("flash", "auto") and flash_available(device) and self.flash_dim is not None
         self.mode = "chunked" if settings.mode == "flash" and not use_flash else settings.mode
@@ -222,15 +221,18 @@ class ScaledDotProductAttention(nn.Cell):
             return self.mode
         if self.flash is not None and dtype in FLASH_DTYPES:
             return "flash"
-        return "chunked" if 4 * batch * self.heads * n_queries * n_keys > CHUNK_BUDGET_BYTES else "standard"
+        return "chunked" if scores_bytes(batch, self.heads, n_queries, n_keys) > CHUNK_BUDGET_BYTES else "standard"
 
     def _split_heads(self, x):
+        """(B, S, H*D) -> (B*H, S, D)."""
         b, n, _ = x.shape
-        return x.reshape(b, n, self.heads, self.dim_head).transpose(0, 2, 1, 3)
+        return x.reshape(b, n, self.heads, self.dim_head).transpose(0, 2, 1, 3).reshape(b * self.heads, n,
+                                                                                       self.dim_head)
 
-    def _merge_heads(self, x):
-        b, _, n, _ = x.shape
-        return x.transpose(0, 2, 1, 3).reshape(b, n, self.heads * self.dim_head)
+    def _merge_heads(self, x, b):
+        """(B*H, S, D) -> (B, S, H*D)."""
+        _, n, _ = x.shape
+        return x.reshape(b, self.heads, n, self.dim_head).transpose(0, 2, 1, 3).reshape(b, n, self.heads * self.dim_head)
 
     def construct(self, q, k, v):
         b, n, _ = q.shape
@@ -240,17 +242,10 @@ class ScaledDotProductAttention(nn.Cell):
         dtype = q.dtype
         qh, kh, vh = self._split_heads(q), self._split_heads(k), self._split_heads(v)
         if path == "chunked":
-            m = k.shape[1]
-            out = self.chunked(qh.reshape(b * self.heads, n, self.dim_head),
-                               kh.reshape(b * self.heads, m, self.dim_head),
-                               vh.reshape(b * self.heads, m, self.dim_head))
-            out = out.reshape(b, self.heads, n, self.dim_head)
-        else:
-            if self.upcast:
-                qh, kh = qh.astype(ms.float32), kh.astype(ms.float32)
-            scores = self.bmm_nt(qh * self.scale, kh)
-            out = self.bmm(ops.softmax(scores.astype(ms.float32), axis=-1).astype(vh.dtype), vh)
-        return self._merge_heads(out.astype(dtype))
+            out = self.chunked(qh, kh, vh)
+        else:          # one chunk of every row, differentiated by autodiff (it keeps the probabilities)
+            out = self.bmm(self.chunked.probs(qh, kh).astype(vh.dtype), vh)
+        return self._merge_heads(out.astype(dtype), b)
 
     def _pad_heads(self, x, dtype):
         """(B, S, H*D) -> (B, S, H*Dp) in the kernel's dtype, each head zero-padded to Dp."""
@@ -297,9 +292,6 @@ def describe(settings, device=None, label=None):
     if settings.mode == "flash" and not flash_available(device):
         return (f"{label or 'attention flash'}: there is no flash-attention kernel on {device} (Ascend's "
                 f"FlashAttentionScore); using chunked attention ({chunk})")
-    if settings.mode == "auto":
-        first = "flash for fp16/bf16 models where the head size fits, else " if flash_available(device) else ""
-        return f"attention auto: {first}chunked when a call's fp32 scores pass {budget}, else standard"
     if settings.mode == "chunked":
         return f"attention chunked ({chunk})"
     return f"attention {settings.mode}" + (" (FlashAttentionScore)" if settings.mode == "flash" else "")
@@ -310,7 +302,7 @@ def scores_bytes(batch, heads, n_queries, n_keys):
     return 4 * batch * heads * n_queries * n_keys
 
 
-def peak_scores_bytes(mode, batch, heads, n_queries, n_keys, chunk=None, dim_head=64):
+def peak_scores_bytes(mode, batch, heads, n_queries, n_keys, chunk=None):
     """fp32 score bytes one call holds at a time under ``mode`` (flash: the kernel's tiles, ~0)."""
     if mode == "flash":
         return 0

@@ -56,7 +56,6 @@ class LatentDiffusion(nn.Cell):
     def set_attention(self, settings, device=None):
         """The attention switch (an AttentionSettings) for the UNet and the VAE: the UNet config's keys
         at construction; the CLIs apply --attention here before any graph is compiled."""
-        self.attention_settings = settings
         apply_settings(self, settings, device)
 
     def set_spec(self, spec):
