@@ -169,11 +169,11 @@ def test_loss_is_instance_plus_weighted_class_and_class_images_use_the_base_spec
     np.testing.assert_array_equal(heavier[0]["image"], paired[0]["image"])   # only the weights differ
     inputs = run.device_inputs(*paired)
     ones = Tensor(np.ones(n, np.float32))
-    instance = float(run.objective(*[x[:n] for x in inputs[:-1]], ones).asnumpy())
-    klass = float(run.objective(*[x[n:] for x in inputs[:-1]], ones).asnumpy())
+    instance = float(run.objective(*[x[:n] for x in inputs[:-1]], ones)[0].asnumpy())
+    klass = float(run.objective(*[x[n:] for x in inputs[:-1]], ones)[0].asnumpy())
     assert abs(klass) > 1e-4                                       # the class term is there
-    l1 = float(run.objective(*inputs).asnumpy())
-    l25 = float(run.objective(*inputs[:-1], Tensor(heavier[2][1])).asnumpy())
+    l1 = float(run.objective(*inputs)[0].asnumpy())
+    l25 = float(run.objective(*inputs[:-1], Tensor(heavier[2][1]))[0].asnumpy())
     np.testing.assert_allclose([l1, l25], [instance + klass, instance + 2.5 * klass], rtol=1e-5)
 
 

@@ -45,8 +45,8 @@ def test_power_of_two_scale_gives_the_unscaled_updates():
     plain, plain_obj, _ = make_step(None)
     scaled, scaled_obj, _ = make_step(ms.amp.DynamicLossScaler(2.0 ** 12, 2, 1000))
     for seed in range(1, 4):
-        loss_a, overflow_a = plain.step(*batch(seed=seed))
-        loss_b, overflow_b = scaled.step(*batch(seed=seed))
+        loss_a, _, overflow_a = plain.step(*batch(seed=seed))
+        loss_b, _, overflow_b = scaled.step(*batch(seed=seed))
         assert not bool(overflow_a.asnumpy()) and not bool(overflow_b.asnumpy())
         assert float(loss_b.asnumpy()) == pytest.approx(float(loss_a.asnumpy()), rel=1e-6)  # reported unscaled
     np.testing.assert_allclose(scaled_obj.w.asnumpy(), plain_obj.w.asnumpy(), rtol=1e-6, atol=1e-7)
@@ -60,13 +60,13 @@ def test_overflow_drops_the_update_and_halves_the_scale():
     w_before = objective.w.asnumpy().copy()
     m_before = optimizer.exp_avg[0].asnumpy().copy()
     count_before = int(optimizer.step.asnumpy())
-    _, overflow = step.step(*batch(scale=1e30, seed=2))  # squares overflow float32: inf loss and gradients
+    _, _, overflow = step.step(*batch(scale=1e30, seed=2))  # squares overflow float32: inf loss and gradients
     assert bool(overflow.asnumpy())
     np.testing.assert_array_equal(objective.w.asnumpy(), w_before)
     np.testing.assert_array_equal(optimizer.exp_avg[0].asnumpy(), m_before)
     assert int(optimizer.step.asnumpy()) == count_before
     assert float(scaler.scale_value.asnumpy()) == 2.0 ** 11
-    _, overflow = step.step(*batch(seed=3))  # training goes on with the smaller scale
+    _, _, overflow = step.step(*batch(seed=3))  # training goes on with the smaller scale
     assert not bool(overflow.asnumpy())
     assert np.isfinite(objective.w.asnumpy()).all() and not np.array_equal(objective.w.asnumpy(), w_before)
 

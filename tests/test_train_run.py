@@ -42,7 +42,7 @@ def _fixed_eval_loss(run):
     terms = timestep_terms(run.schedule, t, run.prediction_type, 0.0)
     latents, cond = run.step_fn.encode(Tensor(batch["image"]),
                                        Tensor(run.model.tokenize(batch["text"])), Tensor(batch["vae_noise"]))
-    return float(run.objective(latents, cond, Tensor(t), Tensor(noise), *[Tensor(a) for a in terms]).asnumpy())
+    return float(run.objective(latents, cond, Tensor(t), Tensor(noise), *[Tensor(a) for a in terms])[0].asnumpy())
 
 
 def test_finetune_loss_falls_and_outputs_exist(workspace, tmp_path):
@@ -145,7 +145,7 @@ def test_validation_images_are_written(tmp_path):
     cfg = argparse.Namespace(validation_prompts=["a red circle", "a blue square"], image_size=32,
                              validation_sampling_steps=2, validation_sampler="ddim", validation_guidance_scale=3.0,
                              seed=1, output_path=str(tmp_path))
-    paths = write_validation_images(pipe, cfg, 5)
+    paths, _ = write_validation_images(pipe, cfg, 5)
     assert [os.path.basename(p) for p in paths] == ["step5_0.png", "step5_1.png"]
     from PIL import Image
     saved = np.asarray(Image.open(paths[1]))

@@ -10,7 +10,7 @@ resumed or data-parallel run sees the same samples as one uninterrupted process.
 import logging
 import os
 
-from ldm.data.dataset import ImageCaptionDataset, Record, _check_image, load_image, replace_skipped, sample_rng
+from ldm.data.dataset import ImageCaptionDataset, Record, image_info, load_image, replace_skipped, sample_rng
 from ldm.errors import UserError
 
 _log = logging.getLogger(__name__)
@@ -54,25 +54,27 @@ def read_template_file(path):
 
 
 def scan_images(folder, min_size, label="train_data_dir"):
-    """Records (caption unused) of the usable images directly in ``folder``, sorted by name; ``label``
-    names the folder's option in messages."""
+    """(records (caption unused), skipped count, sizes) of the usable images directly in ``folder``,
+    sorted by name; ``label`` names the folder's option in messages."""
     if not os.path.isdir(folder):
         raise UserError(f"{label} not found: {folder}")
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
-    records, skipped = [], 0
+    records, skipped, sizes = [], 0, []
     for name in names:
         path = os.path.join(folder, name)
-        if _check_image(path, min_size):
+        reason, size = image_info(path, min_size)
+        if reason:
             skipped += 1
         else:
             records.append(Record(path, ""))
+            sizes.append(size)
     if not records:
         why = f"unreadable or shorter side < {min_size} px" if min_size else "unreadable"
         raise UserError(f"no usable images in {label} {folder} ({len(names)} image file(s), {skipped} "
                         f"skipped as {why})")
     if skipped:
         _log.warning("skipped %d of %d images in %s", skipped, len(names), folder)
-    return records, skipped
+    return records, skipped, sizes
 
 
 class TextualInversionDataset(ImageCaptionDataset):
@@ -80,7 +82,7 @@ class TextualInversionDataset(ImageCaptionDataset):
 
     def __init__(self, folder, placeholder, image_size, learnable_property="object", templates=None, repeats=1,
                  random_crop=False, random_flip=False, min_size=0, seed=42, filter_small=True,
-                 replace_skipped_images=True):
+                 replace_skipped_images=True, buckets=None):
         if learnable_property not in TEMPLATES:
             raise UserError(f"learnable_property must be object or style, got {learnable_property!r}")
         self.placeholder = placeholder
@@ -90,16 +92,19 @@ class TextualInversionDataset(ImageCaptionDataset):
         self.drop_text_prob = 0.0            # every caption must hold the placeholder
         self.seed = int(seed)
         threshold = (min_size or self.image_size // 2) if filter_small else 0
-        images, skipped = scan_images(folder, threshold)
-        self.images = replace_skipped(images, skipped) if replace_skipped_images else images
+        images, skipped, sizes = scan_images(folder, threshold)
+        if replace_skipped_images:
+            images, sizes = replace_skipped(images, skipped, sizes)
+        self.images = images
         self.repeats = max(int(repeats), 1)
         self.records = [self.images[i % len(self.images)] for i in range(len(self.images) * self.repeats)]
+        self.set_buckets(buckets, [sizes[i % len(sizes)] for i in range(len(self.records))])
 
-    def caption(self, rng):
+    def template_caption(self, rng):
         return self.templates[int(rng.integers(0, len(self.templates)))].format(self.placeholder)
 
-    def sample(self, index, epoch, num_timesteps, latent_shape):
-        rng = sample_rng(self.seed, epoch, index)
-        text = self.caption(rng)
-        image = load_image(self.records[index].path, self.image_size, rng, self.random_crop, self.random_flip)
+    def sample(self, index, epoch, num_timesteps, latent_shape, copy=0):
+        rng = sample_rng(self.seed, epoch, index, copy)
+        text = self.template_caption(rng)
+        image = load_image(self.records[index].path, self.size_of(index), rng, self.random_crop, self.random_flip)
         return dict(image=image, **self.draws(rng, text, num_timesteps, latent_shape))

@@ -13,6 +13,7 @@ import math
 import os
 
 from ldm.errors import UserError
+from ldm.train.data_options import BUCKET_OPTIONS, CAPTION_OPTIONS, CHOICES as DATA_CHOICES, check_data_options
 
 
 def integer(value):
@@ -138,8 +139,9 @@ OPTIONS = {
                                        "empty = random init (only sensible for tiny test models)"),
     "pretrained_model_file": (str, "", "older MindONE: a file name inside the folder pretrained_model_path "
                                        "(the two are joined when this is set)"),
-    "data_path": (str_list, [], "image folder(s) holding img_txt.csv (columns dir,text); several folders: "
-                                "a YAML list or comma-separated"),
+    "data_path": (str_list, [], "image folder(s): MindONE's img_txt.csv (columns dir,text), metadata.jsonl "
+                                "(file_name + text), image + caption files (img.png + img.txt), or kohya repeat "
+                                "folders (N_name); several folders: a YAML list or comma-separated"),
     "output_path": (str, "output", "where ckpt/, logs, metrics.csv, loss_curve.png and validation/ go"),
     "image_size": (integer, 512, "training resolution (square): resize shortest side, then crop"),
     "random_crop": (str2bool, False, "random crop instead of center crop"),
@@ -222,7 +224,8 @@ OPTIONS = {
     "profile": (str2bool, False, "MindONE: run mindspore.Profiler over the training into output_path/profiler; "
                                  "as in MindONE the run is cut to 3 epochs (max_steps still caps it)"),
     "validation_prompts": (prompt_list, [], "prompts sampled every validation_steps into output_path/validation"),
-    "validation_steps": (integer, 0, "sample validation_prompts every N steps (0 = off)"),
+    "validation_steps": (integer, 0, "every N steps: sample validation_prompts and compute the validation loss "
+                                     "(validation_split / validation_data_path) (0 = off)"),
     "validation_sampler": (str, "ddim", "sampler name for validation images"),
     "validation_sampling_steps": (integer, 20, "sampler steps for validation images"),
     "validation_guidance_scale": (float, 7.5, "classifier-free guidance scale for validation images"),
@@ -260,7 +263,20 @@ OPTIONS = {
                             "enable_modelarts; no effect here (each rank reads its shard on the host)"),
 }
 
+def _insert_after(table, key, extra):
+    """``table`` with ``extra`` placed after ``key`` (so -h lists related options together)."""
+    out = {}
+    for name, spec in table.items():
+        out[name] = spec
+        if name == key:
+            out.update(extra)
+    return out
+
+
+OPTIONS = _insert_after(OPTIONS, "cache_latents", {**CAPTION_OPTIONS, **BUCKET_OPTIONS})
+
 CHOICES = {
+    **DATA_CHOICES,
     "attention": ("", "auto", "standard", "chunked", "flash"),
     "scheduler": ("constant", "cosine_decay", "polynomial_decay"),
     "optim": ("adamw", "adam", "momentum", "sgd"),
@@ -392,14 +408,21 @@ def validate(cfg):
         raise UserError(f"custom_text_encoder not found: {cfg.custom_text_encoder}")
     if isinstance(cfg.resume, str) and not os.path.isfile(cfg.resume):
         raise UserError(f"resume checkpoint not found: {cfg.resume}")
-    if cfg.validation_steps and not cfg.validation_prompts:
-        raise UserError("validation_steps is set but validation_prompts is empty")
+    has_val_set = bool(getattr(cfg, "validation_split", 0) or getattr(cfg, "validation_data_path", ""))
+    if cfg.validation_steps and not (cfg.validation_prompts or has_val_set):
+        raise UserError("validation_steps is set but there is nothing to validate: set validation_prompts "
+                        "(images) and/or validation_split / validation_data_path (validation loss)")
+    if has_val_set and not cfg.validation_steps:
+        raise UserError("validation_split / validation_data_path needs validation_steps (how often to compute "
+                        "the validation loss)")
     from ldm.diffusion.samplers import SAMPLER_NAMES
     if cfg.validation_sampler not in SAMPLER_NAMES:      # checked even when validation is off: a typo
         raise UserError(f"validation_sampler {cfg.validation_sampler!r} is not a sampler; choose one of "
                         f"{', '.join(SAMPLER_NAMES)}")
     from ldm.util import load_config
-    check_image_size(cfg.image_size, load_config(cfg.model_config), cfg.model_config)
+    model_config = load_config(cfg.model_config)
+    check_image_size(cfg.image_size, model_config, cfg.model_config)
+    check_data_options(cfg, model_config)
 
 
 def graph_key(cfg):

@@ -22,6 +22,7 @@ from ldm.data.class_images import fill_class_images, missing_class_images
 from ldm.data.dreambooth_dataset import DreamBoothDataset, list_images, paired_batch
 from ldm.diffusion.spec import resolve_spec
 from ldm.errors import UserError
+from ldm.train.data_options import CAPTION_OPTIONS
 from ldm.train import config as base
 from ldm.train.loop import TrainRun, build_training_model, no_leftovers
 
@@ -58,7 +59,7 @@ DB_DEFAULTS = dict(model_config="configs/train_dreambooth_sd_v2.yaml", train_tex
                    lora_ft_unet=False, filter_small_size=False, replace_small_images=False)
 # keys of train_text_to_image.py without a meaning here (captions are the two prompts; every sample is
 # drawn afresh, so there is no latent cache)
-NOT_DB = ("data_path", "drop_text_prob", "cache_latents")
+NOT_DB = ("data_path", "drop_text_prob", "cache_latents") + tuple(CAPTION_OPTIONS)
 # MindONE's DreamBooth model YAML -> ours (the same SD 2.x 512 eps network; the loss is built here)
 MODEL_ALIASES = {"configs/train_dreambooth_sd_v2.yaml": "configs/v2-train.yaml"}
 CHOICES = base.CHOICES
@@ -172,7 +173,8 @@ class DreamBoothRun(TrainRun):
         flip = cfg.random_crop if cfg.random_flip is None else cfg.random_flip   # MindONE: crop with flip
         dataset = DreamBoothDataset(cfg.instance_data_dir, cfg.instance_prompt, cfg.image_size, cfg.train_data_repeats,
                                     cfg.random_crop, flip, cfg.image_filter_size or cfg.min_image_size, cfg.seed,
-                                    filter_small=cfg.filter_small_size, replace_skipped_images=cfg.replace_small_images)
+                                    filter_small=cfg.filter_small_size, replace_skipped_images=cfg.replace_small_images,
+                                    buckets=self.bucket_settings())
         if cfg.with_prior_preservation and not missing_class_images(cfg.class_data_dir, cfg.num_class_images):
             dataset.attach_class_images(cfg.class_data_dir, cfg.class_prompt)   # checked before any model is built
         return dataset
@@ -219,9 +221,9 @@ class DreamBoothRun(TrainRun):
         cfg = self.cfg
         return bool(cfg.lora_ft_text_encoder) if cfg.use_lora else bool(cfg.train_text_encoder)
 
-    def load_batch(self, idx, epoch):
-        return paired_batch(self.dataset, idx, epoch, self.schedule.num_train_timesteps, self.latent_shape,
-                            self.cfg.prior_loss_weight)
+    def load_batch(self, idx, epoch, size, copies):
+        return paired_batch(self.dataset, idx, epoch, self.schedule.num_train_timesteps, self.latent_shape_of(size),
+                            self.cfg.prior_loss_weight, copies)
 
 
 def train_dreambooth(cfg, make_sampler=None, make_class_sampler=None):

@@ -17,7 +17,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
-from ldm.data.dataset import ImageCaptionDataset, make_batch, shard_indices, steps_per_epoch
+from ldm.data.dataset import ImageCaptionDataset, batch_plan, make_batch
 from ldm.diffusion.spec import spec_record, with_spec
 from ldm.errors import UserError
 from ldm.models import lora as lora_lib
@@ -25,12 +25,15 @@ from ldm.train.checkpoint import CheckpointManager, load_resume
 from ldm.train.ema import EMA
 from ldm.train import mindone_flags
 from ldm.train.config import log_level_value
-from ldm.train.logging import MetricsLog, log_file, log_loss_line
+from ldm.train import data_options
+from ldm.train.logging import MetricsLog, log_file, log_loss_line, timestep_bin_losses
+from ldm.train.tensorboard_log import open_logger
 from ldm.train.lr_schedule import build_lr_schedule
 from ldm.train.optim import build_optimizer, backward_order
 from ldm.train.precision import apply_precision
 from ldm.train.trainer import DiffusionObjective, ObjectiveInputs, TrainStep, timestep_terms
 from ldm.train.validation import check_validation, write_validation_images
+from ldm.train.validation_loss import ValidationLoss, split_validation
 from ldm.util import load_config, model_params, model_section, part_params
 
 _log = logging.getLogger("ldm.train")
@@ -203,6 +206,7 @@ class TrainRun:
                 _log.info("profile: training cut to %d epochs as MindONE does", mindone_flags.PROFILE_EPOCHS)
             cfg.epochs = mindone_flags.PROFILE_EPOCHS
         self.dataset = self.build_dataset()
+        self.val_dataset = self.build_validation_set()
         self.model, model_config = self.build_model()
         self.model.set_train(False)  # no dropout: training here is deterministic given the seed
         self.spec = self.model.spec          # what this run trains for; recorded in every checkpoint
@@ -210,14 +214,16 @@ class TrainRun:
         self.prediction_type = self.spec.prediction_type
         self.model_config = with_spec(model_config, self.spec)
         check_validation(cfg, self.spec)
-        if cfg.validation_steps and make_sampler is None:
-            raise UserError("validation_steps needs a sampling function: call train(cfg, make_sampler=...) "
+        draws_images = bool(cfg.validation_steps and cfg.validation_prompts)
+        if draws_images and make_sampler is None:
+            raise UserError("validation_prompts need a sampling function: call train(cfg, make_sampler=...) "
                             "(train_text_to_image.py passes the text-to-image pipeline)")
-        self.sample_images = make_sampler(self.model, self.model_config) if cfg.validation_steps else None
+        self.sample_images = make_sampler(self.model, self.model_config) if draws_images else None
         self.trainable = backward_order(self.select_trainable())
         self.scaler = mindone_flags.replace_scaler(cfg, apply_precision(cfg, self.model))
         self.latent_shape = latent_shape(self.model, self.model_config, cfg.image_size)
-        self.micro_per_epoch = steps_per_epoch(len(self.dataset), cfg.train_batch_size, self.world)
+        self.plan = batch_plan(self.dataset, cfg.train_batch_size, self.world, cfg.seed)
+        self.micro_per_epoch = self.plan.batches_per_epoch
         if self.micro_per_epoch < cfg.gradient_accumulation_steps:
             raise UserError(f"{len(self.dataset)} usable images are fewer than one optimiser step needs "
                             f"(batch {cfg.train_batch_size} x {self.world} ranks x "
@@ -236,7 +242,9 @@ class TrainRun:
         self.cache = None
         if cfg.cache_latents:
             from ldm.data.latent_cache import LatentCache
-            self.cache = LatentCache(self.model, self.dataset, self.latent_shape, encode_text,
+            captions_vary = bool(getattr(self.dataset, "caption_options", None)
+                                 and self.dataset.caption_options.active())
+            self.cache = LatentCache(self.model, self.dataset, self.latent_shape_of, encode_text or captions_vary,
                                      show_progress=cfg.show_progress and self.is_main)
         self.step_fn = TrainStep(self.model, self.objective, self.trainable, self.optimizer, self.ema, reducer,
                                  self.scaler, cfg.clip_grad, cfg.max_grad_norm, cfg.drop_overflow_update,
@@ -249,8 +257,11 @@ class TrainRun:
         self.global_step = 0
         self.last_good = None
         self.resume()
-        self.metrics = MetricsLog(cfg.output_path, resume_step=self.global_step if cfg.resume else None) \
-            if self.is_main else None
+        self.metrics = MetricsLog(cfg.output_path, resume_step=self.global_step if cfg.resume else None,
+                                  num_train_timesteps=self.schedule.num_train_timesteps) if self.is_main else None
+        self.board = open_logger(cfg.log_with, cfg.output_path) if self.is_main else None
+        self.validation = ValidationLoss(self, self.val_dataset) if self.val_dataset is not None else None
+        self.compiled_sizes = set()
 
     # ---- what a recipe builds (hooks: ldm.train.textual_inversion overrides them)
     def build_dataset(self):
@@ -258,7 +269,42 @@ class TrainRun:
         flip = cfg.random_crop if cfg.random_flip is None else cfg.random_flip  # MindONE: crop comes with flip
         return ImageCaptionDataset(cfg.data_path, cfg.image_size, cfg.random_crop, flip,
                                    cfg.image_filter_size or cfg.min_image_size, cfg.drop_text_prob, cfg.seed,
-                                   filter_small=cfg.filter_small_size, replace_skipped_images=cfg.replace_small_images)
+                                   filter_small=cfg.filter_small_size, replace_skipped_images=cfg.replace_small_images,
+                                   source_options=data_options.source_options(cfg),
+                                   caption_options=data_options.caption_options(cfg),
+                                   buckets=self.bucket_settings())
+
+    def bucket_settings(self):
+        return data_options.bucket_settings(self.cfg, load_config(self.cfg.model_config))
+
+    def build_validation_set(self):
+        """The held-out images of validation_split (removed from self.dataset) or the validation_data_path
+        folder, read without random crop, flip or caption randomness; None without either."""
+        cfg = self.cfg
+        fraction, folder = getattr(cfg, "validation_split", 0.0), getattr(cfg, "validation_data_path", "")
+        if not (fraction or folder):
+            return None
+        if folder:
+            val = ImageCaptionDataset([folder], cfg.image_size, min_size=cfg.image_filter_size or cfg.min_image_size,
+                                      seed=cfg.seed, filter_small=cfg.filter_small_size,
+                                      source_options=data_options.source_options(cfg),
+                                      caption_options=data_options.caption_options(cfg, for_validation=True),
+                                      buckets=self.bucket_settings())
+        else:
+            train_idx, val_idx = split_validation(self.dataset, fraction, cfg.seed)
+            val = self.dataset.subset(val_idx)
+            self.dataset = self.dataset.subset(train_idx)
+            val.caption_options = data_options.caption_options(cfg, for_validation=True)
+        val.random_crop = val.random_flip = False
+        val.drop_text_prob = 0.0
+        if self.is_main:
+            _log.info("validation loss on %d images (%s)", len(val), folder or f"validation_split {fraction:g}")
+        return val
+
+    def latent_shape_of(self, size):
+        """(C, h, w) of the latents of a (width, height) image (the VAE's factor from the square shape)."""
+        factor = self.cfg.image_size // self.latent_shape[1]
+        return (self.latent_shape[0], int(size[1]) // factor, int(size[0]) // factor)
 
     def build_model(self):
         return build_training_model(self.cfg)
@@ -347,9 +393,9 @@ class TrainRun:
     # ---- data
     def host_batch(self, epoch, micro_step):
         cfg = self.cfg
-        idx = shard_indices(len(self.dataset), epoch, cfg.seed, cfg.train_batch_size, micro_step,
-                            self.rank, self.world)
-        batch = self.load_batch(idx, epoch)
+        size, idx, copies = self.plan.micro_batch(epoch, micro_step, cfg.train_batch_size, self.rank)
+        batch = self.load_batch(idx, epoch, size, copies)
+        batch["size"] = size
         noise = batch["noise"]
         if cfg.noise_offset:
             noise = noise + cfg.noise_offset * batch["offset_noise"]
@@ -359,12 +405,13 @@ class TrainRun:
             weight = (weight * batch["loss_weight"]).astype(np.float32)
         return batch, noise.astype(np.float32), (abar, weight)
 
-    def load_batch(self, idx, epoch):
-        """The host batch of dataset indices ``idx`` (hook: DreamBooth appends the class images); an
-        optional ``loss_weight`` (N,) entry multiplies each sample's loss weight."""
+    def load_batch(self, idx, epoch, size, copies):
+        """The host batch of dataset indices ``idx`` at ``size`` (w, h) (hook: DreamBooth appends the class
+        images); an optional ``loss_weight`` (N,) entry multiplies each sample's loss weight."""
         if self.cache is not None:
-            return self.cache.batch(idx, epoch, self.schedule.num_train_timesteps)
-        return make_batch(self.dataset, idx, epoch, self.schedule.num_train_timesteps, self.latent_shape)
+            return self.cache.batch(idx, epoch, self.schedule.num_train_timesteps, copies)
+        return make_batch(self.dataset, idx, epoch, self.schedule.num_train_timesteps, self.latent_shape_of(size),
+                          copies)
 
     def device_inputs(self, batch, noise, terms):
         """ObjectiveInputs on the device: encoded latents and text, timesteps, noise, abar, weight."""
@@ -395,6 +442,7 @@ class TrainRun:
                       sum(int(np.prod(p.shape)) for p in self.trainable),
                       "graph mode (ms.jit)" if cfg.jit else "PyNative mode")
             _log.debug("settings: %s", ", ".join(f"{k}={v!r}" for k, v in sorted(vars(cfg).items())))
+            self.log_buckets()
         bar = None
         if cfg.show_progress and self.is_main:
             from tqdm import tqdm
@@ -409,8 +457,19 @@ class TrainRun:
             bar.close()
         if self.is_main:
             self.metrics.plot()
+        if self.board is not None:
+            self.board.close()
         self.dump_rank_weights()
         return dict(global_step=self.global_step, last_loss=last_loss, output_path=cfg.output_path)
+
+    def log_buckets(self):
+        """The bucket table (resolution, images) and how a batch is made, once at start."""
+        if getattr(self.dataset, "bucket_of", None) is None:
+            return
+        from ldm.data.buckets import bucket_table_lines
+        lines = bucket_table_lines(self.dataset.bucket_of)
+        _log.info("aspect-ratio buckets: %d in use, %d batches per epoch (a bucket's last batch is filled up from "
+                  "the same bucket)\n%s", len(lines) - 1, self.micro_per_epoch, "\n".join(lines))
 
     def loop(self, bar):
         """Optimiser steps until total_steps; returns the last step's loss."""
@@ -422,21 +481,44 @@ class TrainRun:
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
             lr = Tensor(np.float32(self.lrs[step]))
             start = time.perf_counter()
-            losses = []
+            losses, per_sample, timesteps, sizes = [], [], [], []
             for k in range(accum):
-                inputs = self.device_inputs(*self.host_batch(epoch, in_epoch * accum + k))
+                batch, noise, terms = self.host_batch(epoch, in_epoch * accum + k)
+                inputs = self.device_inputs(batch, noise, terms)
                 if accum == 1:
-                    loss, overflow = self.step_fn.step(*inputs, lr)
+                    loss, samples, overflow = self.step_fn.step(*inputs, lr)
                 else:
-                    loss = self.step_fn.accumulate(*inputs)
+                    loss, samples = self.step_fn.accumulate(*inputs)
                 losses.append(float(loss.asnumpy()))
+                per_sample.append(samples.asnumpy().reshape(-1))
+                timesteps.append(batch["t"])
+                sizes.append(tuple(batch["size"]))
             if accum > 1:
                 overflow = self.step_fn.apply(lr)
             last_loss = float(np.mean(losses))
             step_time = time.perf_counter() - start
+            self.note_new_sizes(sizes, step_time)
             self.global_step = step + 1
-            self.after_step(epoch, last_loss, float(self.lrs[step]), step_time, bool(overflow.asnumpy()), bar)
+            detail = dict(bucket="+".join(dict.fromkeys(f"{w}x{h}" for w, h in sizes)),
+                          **self.bin_losses(np.concatenate(timesteps), np.concatenate(per_sample)))
+            self.after_step(epoch, last_loss, float(self.lrs[step]), step_time, bool(overflow.asnumpy()), bar, detail)
         return last_loss
+
+    def bin_losses(self, t, per_sample):
+        """loss_t0..loss_t9 of this step (the per-sample weighted losses by timestep bin); DreamBooth's
+        class rows (weighted by prior_loss_weight) count as samples of their own timesteps."""
+        if len(per_sample) != len(t):           # an objective without per-sample losses
+            return {}
+        return timestep_bin_losses(t, per_sample, self.schedule.num_train_timesteps)
+
+    def note_new_sizes(self, sizes, step_time):
+        """Log the first step of each batch shape: it includes compiling that shape's graphs (ms.jit
+        compiles once per input shape and keeps every compiled shape)."""
+        new = [s for s in dict.fromkeys(sizes) if s not in self.compiled_sizes]
+        if new and self.compiled_sizes and self.is_main:
+            _log.info("new batch shape %s: step took %.2f s (includes compiling its graphs)",
+                      ", ".join(f"{w}x{h}" for w, h in new), step_time)
+        self.compiled_sizes.update(new)
 
     def dump_rank_weights(self):
         """With env MSD_DUMP_RANK_WEIGHTS=DIR every rank writes DIR/rank{r}.npz of its trained weights
@@ -446,16 +528,21 @@ class TrainRun:
             os.makedirs(folder, exist_ok=True)
             np.savez(os.path.join(folder, f"rank{self.rank}.npz"), **{p.name: p.asnumpy() for p in self.trainable})
 
-    def after_step(self, epoch, loss, lr, step_time, overflow, bar):
+    def after_step(self, epoch, loss, lr, step_time, overflow, bar, detail=None):
         cfg = self.cfg
         step = self.global_step
+        detail = detail or {}
         if not math.isfinite(loss) and not overflow:     # a skipped (overflowed) fp16 step is not divergence
             self.diverged(f"loss {loss}")
         if self.is_main:
             if step % cfg.log_interval == 0 or step == self.total_steps:
                 scale = float(self.scaler.scale_value.asnumpy()) if self.scaler is not None else 1.0
                 self.metrics.write(step=step, epoch=epoch, loss=f"{loss:.6f}", lr=f"{lr:.6g}",
-                                   step_time_s=f"{step_time:.4f}", loss_scale=scale)
+                                   step_time_s=f"{step_time:.4f}", loss_scale=scale, **detail)
+                if self.board is not None:
+                    bins = {f"loss_by_t/{k[len('loss_'):]}": v for k, v in detail.items() if k.startswith("loss_t")}
+                    self.board.scalars(step, {"loss/train": loss, "lr": lr, "loss_scale": scale,
+                                              "step_time_s": step_time, **bins})
             if step % cfg.callback_size == 0:
                 log_loss_line(_log, epoch, step - epoch * self.steps_per_epoch, step, self.total_steps, loss, lr,
                               step_time, overflow)
@@ -477,7 +564,17 @@ class TrainRun:
                 self.metrics.plot()
         if cfg.validation_steps and step % cfg.validation_steps == 0 and self.is_main:
             with (self.ema.swapped() if self.ema is not None else contextlib.nullcontext()):
-                write_validation_images(self.sample_images, cfg, step)
+                if self.validation is not None:
+                    val_loss = self.validation.loss()
+                    self.metrics.write_validation(step, f"{val_loss:.6f}")
+                    _log.info("validation loss %.6f at step %d (%d images)", val_loss, step, len(self.val_dataset))
+                    if self.board is not None:
+                        self.board.scalars(step, {"loss/val": val_loss})
+                if cfg.validation_prompts:
+                    images = write_validation_images(self.sample_images, cfg, step)[1]
+                    if self.board is not None:
+                        self.board.images(step, "validation", images)
+            self.metrics.plot()
 
 
 @contextlib.contextmanager

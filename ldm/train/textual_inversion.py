@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from ldm.errors import UserError
+from ldm.train.data_options import CAPTION_OPTIONS
 from ldm.models import textual_inversion as ti
 from ldm.train import config as base
 from ldm.train.loop import TrainRun, build_training_model, no_leftovers
@@ -69,7 +70,8 @@ TI_DEFAULTS = dict(model_config="configs/v1-train-textual-inversion.yaml", rando
                    scale_window=200, ckpt_save_interval=600, version="1.5", drop_text_prob=0.0)
 # keys of train_text_to_image.py that have no meaning here (the data and the trained part are fixed)
 NOT_TI = ("data_path", "use_lora", "lora_rank", "lora_alpha", "lora_ft_unet", "lora_ft_text_encoder", "lora_scale",
-          "lora_fp16", "train_text_encoder", "drop_text_prob", "cache_latents", "step_mode", "drop_overflow_update")
+          "lora_fp16", "train_text_encoder", "drop_text_prob", "cache_latents", "step_mode",
+          "drop_overflow_update") + tuple(CAPTION_OPTIONS)
 # MindONE's TI model YAMLs -> ours (same networks; the TI part is built here, not by the YAML)
 MODEL_ALIASES = {"configs/v1-train-textual-inversion.yaml": "configs/v1-train.yaml",
                  "configs/v2-train-textual-inversion.yaml": "configs/v2-train.yaml"}
@@ -173,7 +175,7 @@ class TextualInversionRun(TrainRun):
                                        cfg.learnable_property, templates, cfg.train_data_repeats, cfg.random_crop,
                                        flip, cfg.image_filter_size or cfg.min_image_size, cfg.seed,
                                        filter_small=cfg.filter_small_size,
-                                       replace_skipped_images=cfg.replace_small_images)
+                                       replace_skipped_images=cfg.replace_small_images, buckets=self.bucket_settings())
 
     def build_model(self):
         cfg = self.cfg

@@ -47,6 +47,8 @@ class ObjectiveInputs(typing.NamedTuple):
 
 class DiffusionObjective(nn.Cell):
     """loss = mean_n w_n * mean_chw (model(x_t, t, c) - target)^2 with x_t = sqrt(abar) x0 + sqrt(1-abar) noise.
+    Returns (loss, per-sample weighted losses (N,)): the second output is not differentiated; the loop
+    uses it for the loss by timestep bin.
 
     ``cond``: the text context (N, 77, D) when the text encoder is frozen, else token ids (N, 77)
     that are encoded here so the text encoder (or its LoRA) gets gradients.
@@ -63,8 +65,8 @@ class DiffusionObjective(nn.Cell):
         target = get_target(self.prediction_type, latents, noise, abar)
         context = self.model.get_learned_conditioning(cond) if self.encode_text else cond
         out = self.model.apply_model(x_t, t, context)
-        per_sample = ops.square(out.astype(ms.float32) - target).mean(axis=(1, 2, 3))
-        return (per_sample * weight).mean()
+        per_sample = ops.square(out.astype(ms.float32) - target).mean(axis=(1, 2, 3)) * weight
+        return per_sample.mean(), ops.stop_gradient(per_sample)
 
 
 def timestep_terms(schedule, t, prediction_type, snr_gamma, debiased=False):
@@ -95,10 +97,12 @@ class TrainStep(nn.Cell):
     (tests/test_compile_cache.py).
 
     ``encode(images, tokens, vae_noise) -> (latents, cond)`` runs the frozen encoders (no gradients);
-    ``step(*ObjectiveInputs, lr) -> (loss, overflow)`` does forward, backward, the
+    ``step(*ObjectiveInputs, lr) -> (loss, per_sample, overflow)`` does forward, backward, the
     gradient all-reduce (data parallel), unscale/overflow check, clipping, the optimiser update and EMA.
-    With gradient accumulation, ``accumulate(...)`` adds a micro-batch's gradients and ``apply(lr)``
-    performs the update with their mean.
+    With gradient accumulation, ``accumulate(...) -> (loss, per_sample)`` adds a micro-batch's gradients
+    and ``apply(lr)`` performs the update with their mean. ``evaluate(*ObjectiveInputs) -> (loss,
+    per_sample)`` is the forward alone (validation loss). An objective that returns only the loss gets
+    that loss as its per-sample output.
     """
 
     def __init__(self, model, objective, params, optimizer, ema=None, reducer=None, loss_scaler=None,
@@ -118,12 +122,14 @@ class TrainStep(nn.Cell):
         self.accumulation_steps = int(accumulation_steps)
         self.accum = self.params.clone(prefix="accum_grad", init="zeros") if self.accumulation_steps > 1 else None
         self.hyper_map = ops.HyperMap()
-        self.grad_fn = ms.value_and_grad(self._scaled_loss, None, self.params)
+        self.grad_fn = ms.value_and_grad(self._scaled_loss, None, self.params, has_aux=True)
         wrap = ms.jit if jit else (lambda f: f)
         self.encode = wrap(self._encode_cached if use_cached_latents else self._encode)
+        self.encode_images = wrap(self._encode) if use_cached_latents else self.encode   # validation images
         self.step = wrap(self._step)
         self.accumulate = wrap(self._accumulate)
         self.apply = wrap(self._apply_accumulated)
+        self.evaluate = wrap(self._evaluate)
 
     # ---- frozen encoders
     def _encode(self, images, tokens, vae_noise):
@@ -138,17 +144,26 @@ class TrainStep(nn.Cell):
         return latents, cond
 
     # ---- loss and gradients
+    def _losses(self, *inputs):
+        out = self.objective(*inputs)
+        if isinstance(out, tuple):
+            return out[0], out[1]
+        return out, ops.stop_gradient(out)
+
+    def _evaluate(self, *inputs):
+        return self._losses(*inputs)
+
     def _scaled_loss(self, *inputs):
-        loss = self.objective(*inputs)
+        loss, per_sample = self._losses(*inputs)
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
-        return loss
+        return loss, per_sample
 
     def _loss_and_grads(self, *inputs):
-        loss, grads = self.grad_fn(*inputs)
+        (loss, per_sample), grads = self.grad_fn(*inputs)
         if self.scaler is not None:
             loss = self.scaler.unscale(loss)
-        return loss, grads
+        return loss, per_sample, grads
 
     def _update(self, grads, lr):
         """All-reduce (mean), unscale, overflow check, clip, optimiser step, EMA. Returns overflow flag."""
@@ -173,15 +188,15 @@ class TrainStep(nn.Cell):
         return ops.logical_not(finite)
 
     def _step(self, *inputs_and_lr):
-        """(*ObjectiveInputs, lr) -> (loss, overflow)."""
-        loss, grads = self._loss_and_grads(*inputs_and_lr[:-1])
+        """(*ObjectiveInputs, lr) -> (loss, per_sample, overflow)."""
+        loss, per_sample, grads = self._loss_and_grads(*inputs_and_lr[:-1])
         overflow = self._update(grads, inputs_and_lr[-1])
-        return loss, overflow
+        return loss, per_sample, overflow
 
     def _accumulate(self, *inputs):
-        loss, grads = self._loss_and_grads(*inputs)
+        loss, per_sample, grads = self._loss_and_grads(*inputs)
         self.hyper_map(ops.partial(_accumulate_one, 1.0 / self.accumulation_steps), self.accum, grads)
-        return loss
+        return loss, per_sample
 
     def _apply_accumulated(self, lr):
         overflow = self._update(self.accum, lr)

@@ -29,7 +29,7 @@ def check_validation(cfg, spec):
 
 def write_validation_images(sample_fn, cfg, step):
     """``sample_fn(prompts, width, height, steps, sampler, scale, seed) -> uint8 (N, H, W, 3)``.
-    Returns the paths written."""
+    Returns (the paths written, the images)."""
     images = sample_fn(list(cfg.validation_prompts), width=cfg.image_size, height=cfg.image_size,
                        steps=cfg.validation_sampling_steps, sampler=cfg.validation_sampler,
                        scale=cfg.validation_guidance_scale, seed=cfg.seed)
@@ -37,4 +37,4 @@ def write_validation_images(sample_fn, cfg, step):
     paths = [os.path.join(folder, f"step{step}_{i}.png") for i in range(len(images))]
     for image, path in zip(images, paths):
         save_png_atomic(image, path)
-    return paths
+    return paths, images
