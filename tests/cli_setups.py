@@ -446,3 +446,109 @@ def t2i_read_only_folder(folder):
     """A folder without write permission (only meaningful when not root: root writes anyway)."""
     os.makedirs(os.path.join(folder, "ro"))
     os.chmod(os.path.join(folder, "ro"), 0o555)
+
+
+# ---- data layouts (tests/test_train_data_bad_inputs.py): {tmp}/data + {tmp}/standin.yaml
+def _data_folder(folder, images=(("a", 40, 32), ("b", 32, 48)), captions=True):
+    """``data/`` with PNGs of the given (stem, width, height) and, with ``captions``, their .txt files."""
+    import numpy as np
+    from PIL import Image
+    from tests.train_standin import write_standin_config
+    data = os.path.join(folder, "data")
+    os.makedirs(data, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for stem, w, h in images:
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(os.path.join(data, f"{stem}.png"))
+        if captions:
+            _write(os.path.join(data, f"{stem}.txt"), f"{stem}, a test image".encode())
+    write_standin_config(folder)
+    return data
+
+
+def data_captions_ok(folder):
+    _data_folder(folder)
+
+
+def data_empty(folder):
+    _data_folder(folder, images=())
+
+
+def data_no_captions(folder):
+    _data_folder(folder, captions=False)
+
+
+def data_one_caption_missing(folder):
+    data = _data_folder(folder)
+    os.remove(os.path.join(data, "b.txt"))
+
+
+def data_caption_not_utf8(folder):
+    data = _data_folder(folder)
+    _write(os.path.join(data, "b.txt"), b"first line\ncaf\xe9 au lait\n")
+
+
+def _jsonl(folder, text):
+    data = _data_folder(folder, captions=False)
+    _write(os.path.join(data, "metadata.jsonl"), text.encode())
+
+
+def data_jsonl_bad_json(folder):
+    _jsonl(folder, '{"file_name": "a.png", "text": "a"}\n{"file_name": "b.png", "text": \n')
+
+
+def data_jsonl_not_object(folder):
+    _jsonl(folder, '{"file_name": "a.png", "text": "a"}\n["b.png", "b"]\n')
+
+
+def data_jsonl_no_file_name(folder):
+    _jsonl(folder, '{"file_name": "a.png", "text": "a"}\n{"image": "b.png", "text": "b"}\n')
+
+
+def data_jsonl_escapes(folder):
+    _jsonl(folder, '{"file_name": "../outside.png", "text": "a"}\n')
+
+
+def data_jsonl_no_caption(folder):
+    _jsonl(folder, '{"file_name": "a.png", "prompt": "a"}\n')
+
+
+def _repeat_folder(folder, name):
+    import shutil
+    data = _data_folder(folder)
+    sub = os.path.join(data, name)
+    os.makedirs(sub)
+    for stem in ("a", "b"):
+        for ext in (".png", ".txt"):
+            shutil.move(os.path.join(data, stem + ext), os.path.join(sub, stem + ext))
+
+
+def data_repeat_zero(folder):
+    _repeat_folder(folder, "0_dog")
+
+
+def data_repeat_negative(folder):
+    _repeat_folder(folder, "-1_dog")
+
+
+def data_repeat_empty(folder):
+    _repeat_folder(folder, "2_dog")
+    os.makedirs(os.path.join(folder, "data", "3_cat"))
+
+
+def data_one_image(folder):
+    _data_folder(folder, images=(("a", 40, 32),))
+
+
+def data_small_image(folder):
+    _data_folder(folder, images=(("a", 64, 64), ("tiny", 12, 10)))
+
+
+def data_instances(folder):
+    """``inst/`` with two non-square images (DreamBooth instance / textual-inversion folders)."""
+    import numpy as np
+    from PIL import Image
+    inst = os.path.join(folder, "inst")
+    os.makedirs(inst)
+    rng = np.random.default_rng(1)
+    for i, (w, h) in enumerate(((48, 32), (32, 40))):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(os.path.join(inst, f"{i}.png"))

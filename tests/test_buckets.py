@@ -174,3 +174,41 @@ def test_exif_orientation_is_applied(tmp_path):
     pixels = load_image(str(tmp_path / "rotated.jpg"), (w, h))
     top, bottom = pixels[:, : h // 4].mean(), pixels[:, -h // 4:].mean()
     assert top > 0.5 and bottom < -0.5                     # rotated 90 clockwise: white half on top
+
+
+def test_shuffled_captions_are_the_same_on_a_rerun_and_leave_the_other_draws_alone(tmp_path):
+    from ldm.data.captions import CaptionOptions
+    from ldm.data.dataset import make_batch
+    folder = _photo_folder(tmp_path, extra_portrait=False)
+    opts = CaptionOptions(shuffle_caption=True, keep_tokens=1, caption_tag_dropout_rate=0.3)
+    make = lambda o: ImageCaptionDataset([str(folder)], 32, caption_options=o, seed=4)   # noqa: E731
+    shuffled, plain = make(opts), make(None)
+    idx = np.arange(len(shuffled))
+    a = make_batch(shuffled, idx, 1, 1000, (4, 4, 4))
+    b = make_batch(make(opts), idx, 1, 1000, (4, 4, 4))
+    c = make_batch(plain, idx, 1, 1000, (4, 4, 4))
+    assert a["text"] == b["text"]                                   # a rerun sees the same captions
+    for key in ("t", "noise", "image"):                             # shuffling draws from its own stream
+        np.testing.assert_array_equal(a[key], c[key])
+    for text, rec in zip(a["text"], shuffled.records):
+        assert text.split(", ")[0] == rec.text.split(", ")[0]       # keep_tokens 1: the first tag stays
+    other = [make_batch(shuffled, idx, e, 1000, (4, 4, 4))["text"] for e in range(2, 6)]
+    assert any(t != a["text"] for t in other)                       # other epochs shuffle differently
+
+
+def test_dreambooth_class_partners_take_their_instance_bucket(tmp_path):
+    from ldm.data.dreambooth_dataset import DreamBoothDataset, paired_batch
+    inst, cls = tmp_path / "inst", tmp_path / "cls"
+    inst.mkdir()
+    cls.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate([(96, 48), (48, 96), (64, 64)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(inst / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(cls / f"{i}.png")
+    ds = DreamBoothDataset(str(inst), "sks dog", 32, repeats=2, buckets=BucketSettings(32, 16, 64, 8))
+    ds.attach_class_images(str(cls), "a dog")
+    assert len(set(ds.bucket_of)) == 3 and len(ds) == 6
+    for i in range(len(ds)):
+        w, h = ds.size_of(i)
+        batch = paired_batch(ds, np.array([i]), 0, 1000, (4, h // 8, w // 8), 1.0)
+        assert batch["image"].shape == (2, 3, h, w) and batch["noise"].shape == (2, 4, h // 8, w // 8)

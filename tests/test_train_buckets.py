@@ -81,3 +81,31 @@ def test_bucketed_run_resumed_midway_equals_an_uninterrupted_one(tmp_path):
         np.testing.assert_array_equal(p.asnumpy(), q.asnumpy(), err_msg=p.name)
     a, b = _rows(tmp_path / "a" / "metrics.csv"), _rows(tmp_path / "b" / "metrics.csv")
     assert [(r["step"], r["bucket"], r["loss"]) for r in a] == [(r["step"], r["bucket"], r["loss"]) for r in b]
+
+
+def test_one_graph_for_every_size_trains_as_a_graph_per_size(tmp_path):
+    """Dynamic height/width (one compile for all buckets) gives the weights of per-bucket graphs."""
+    ws = dict(data=str(_photos(tmp_path, PHOTOS[:5])), model=write_standin_config(tmp_path))
+    runs = {}
+    for flag in ("True", "False"):
+        run = TrainRun(parse_config(_standin_args(ws, tmp_path / flag, "--max_steps", "3",
+                                                  "--bucket_dynamic_shape", flag)))
+        assert run.every_size == (flag == "True")
+        run.run()
+        runs[flag] = run
+    for p, q in zip(runs["True"].trainable, runs["False"].trainable):
+        np.testing.assert_allclose(p.asnumpy(), q.asnumpy(), rtol=1e-5, atol=1e-6, err_msg=p.name)
+
+
+def test_buckets_with_cached_latents_and_gradient_accumulation(tmp_path):
+    """The latent cache encodes every image in its bucket; accumulated micro-batches may mix buckets."""
+    ws = dict(data=str(_photos(tmp_path, PHOTOS[:5])), model=write_standin_config(tmp_path))
+    run = TrainRun(parse_config(_standin_args(ws, tmp_path / "out", "--max_steps", "2", "--cache_latents", "True",
+                                              "--gradient_accumulation_steps", "2", "--train_batch_size", "1")))
+    for i in range(len(run.dataset)):
+        w, h = run.dataset.size_of(i)
+        assert run.cache.mean[i].shape == (4, h // 8, w // 8)
+    summary = run.run()
+    assert summary["global_step"] == 2 and np.isfinite(summary["last_loss"])
+    rows = _rows(tmp_path / "out" / "metrics.csv")
+    assert all(r["bucket"] for r in rows)

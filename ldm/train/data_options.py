@@ -16,6 +16,11 @@ def _str2bool(value):
     return str2bool(value)
 
 
+def _optional_bool(value):
+    from ldm.train.config import optional_bool
+    return optional_bool(value)
+
+
 def _integer(value):
     from ldm.train.config import integer
     return integer(value)
@@ -50,6 +55,9 @@ BUCKET_OPTIONS = {
                                        "multiple, 64 for SD; must be a multiple of it)"),
     "bucket_no_upscale": (_str2bool, False, "kohya: never enlarge: each image's bucket is its own size (scaled "
                                             "down to the area) cut to whole steps"),
+    "bucket_dynamic_shape": (_optional_bool, None, "compile the train step once for every bucket size (dynamic "
+                                                    "height/width) instead of once per bucket; unset = when the "
+                                                    "attention takes one path at every size (standard attention)"),
     "log_with": (str, "none", "none | tensorboard: also write TensorBoard event files to output_path/tensorboard "
                               "(losses, lr, loss scale, validation loss and images)"),
 }

@@ -130,14 +130,14 @@ def validate(cfg):
             raise UserError(f"sample_batch_size must be >= 1, got {cfg.sample_batch_size}")
         if missing_class_images(cfg.class_data_dir, cfg.num_class_images):   # images will be written there
             base.check_output_path(cfg.class_data_dir, "class_data_dir")
-    else:
-        for name in ("class_data_dir", "class_prompt"):
-            if getattr(cfg, name):
-                _log.warning("with_prior_preservation False: %s is not used", name)
     cfg.data_path = [cfg.instance_data_dir]
     base.validate(cfg)
     if cfg.with_prior_preservation:
         check_class_sampler(cfg)
+    else:       # notices only once nothing refuses the run (a refusal is the only line)
+        for name in ("class_data_dir", "class_prompt"):
+            if getattr(cfg, name):
+                _log.warning("with_prior_preservation False: %s is not used", name)
 
 
 def check_class_sampler(cfg):
@@ -220,6 +220,10 @@ class DreamBoothRun(TrainRun):
         encoder runs inside the step only for its own adapters; otherwise when train_text_encoder."""
         cfg = self.cfg
         return bool(cfg.lora_ft_text_encoder) if cfg.use_lora else bool(cfg.train_text_encoder)
+
+    def rows_per_call(self):
+        cfg = self.cfg
+        return cfg.train_batch_size * (2 if cfg.with_prior_preservation and cfg.prior_loss_weight else 1)
 
     def load_batch(self, idx, epoch, size, copies):
         return paired_batch(self.dataset, idx, epoch, self.schedule.num_train_timesteps, self.latent_shape_of(size),

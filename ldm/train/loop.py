@@ -187,6 +187,25 @@ def select_trainable(cfg, model):
     return params
 
 
+def size_free_attention(model, rows, positions):
+    """(True, "") when every attention core of ``model`` takes the same path at every size up to
+    ``positions`` latent tokens (standard, or auto that stays standard: no flash kernel in use and the
+    largest call's fp32 scores within the chunk budget); those auto cores are then fixed to standard,
+    so a graph traced with dynamic sizes has no size-dependent branch. Else (False, why)."""
+    from ldm.models.attention_ops import CHUNK_BUDGET_BYTES, attention_cells, scores_bytes
+    cells = attention_cells(model)
+    for cell in cells:
+        if cell.mode == "standard":
+            continue
+        if cell.mode != "auto" or cell.flash is not None:
+            return False, f"attention {cell.mode}{' (flash kernel)' if cell.flash is not None else ''} decides by size"
+        if scores_bytes(rows, cell.heads, positions, positions) > CHUNK_BUDGET_BYTES:
+            return False, "the largest bucket's attention scores need chunks"
+    for cell in cells:
+        cell.mode = "standard"
+    return True, ""
+
+
 # ---------------------------------------------------------------- the run
 class TrainRun:
     """One training run of a parsed recipe. ``make_sampler(model, config)``: builds the function that
@@ -238,6 +257,7 @@ class TrainRun:
         reducer = nn.DistributedGradReducer(self.trainable, mean=True, degree=self.world) \
             if self.world > 1 else None
         encode_text = self.encodes_text()
+        self.every_size = self.compile_every_size()
         self.objective = DiffusionObjective(self.model, self.prediction_type, encode_text)
         self.cache = None
         if cfg.cache_latents:
@@ -249,7 +269,7 @@ class TrainRun:
         self.step_fn = TrainStep(self.model, self.objective, self.trainable, self.optimizer, self.ema, reducer,
                                  self.scaler, cfg.clip_grad, cfg.max_grad_norm, cfg.drop_overflow_update,
                                  cfg.gradient_accumulation_steps, use_cached_latents=self.cache is not None,
-                                 jit=cfg.jit)
+                                 jit=cfg.jit, every_size=self.every_size)
         self.ckpts = CheckpointManager(cfg.output_path, cfg.ckpt_max_keep)
         if self.is_main:
             self.ckpts.save_model_config(self.model_config)
@@ -300,6 +320,33 @@ class TrainRun:
         if self.is_main:
             _log.info("validation loss on %d images (%s)", len(val), folder or f"validation_split {fraction:g}")
         return val
+
+    def compile_every_size(self):
+        """Whether the compiled steps take every bucket's size in one graph (dynamic height and width):
+        with several sizes, ``bucket_dynamic_shape`` not False, and attention that takes one path at every
+        size (see :func:`size_free_attention`); else each size compiles its own graphs once."""
+        cfg = self.cfg
+        sizes = set(self.plan.resolutions) | set(self.validation_sizes())
+        wanted = getattr(cfg, "bucket_dynamic_shape", None)
+        if not cfg.jit or len(sizes) < 2 or wanted is False:
+            return False
+        positions = max(self.latent_shape_of(s)[1] * self.latent_shape_of(s)[2] for s in sizes)
+        ok, why = size_free_attention(self.model, self.rows_per_call(), positions)
+        if self.is_main:
+            if ok:
+                _log.info("%d image sizes share one compiled step (dynamic height and width)", len(sizes))
+            else:
+                _log.info("each of the %d image sizes compiles its own step once (%s)", len(sizes), why)
+        return ok
+
+    def validation_sizes(self):
+        if self.val_dataset is None:
+            return []
+        return [self.val_dataset.size_of(i) for i in range(len(self.val_dataset))]
+
+    def rows_per_call(self):
+        """Batch rows of one model call in the step (DreamBooth's prior doubles it)."""
+        return self.cfg.train_batch_size
 
     def latent_shape_of(self, size):
         """(C, h, w) of the latents of a (width, height) image (the VAE's factor from the square shape)."""
@@ -515,7 +562,7 @@ class TrainRun:
         """Log the first step of each batch shape: it includes compiling that shape's graphs (ms.jit
         compiles once per input shape and keeps every compiled shape)."""
         new = [s for s in dict.fromkeys(sizes) if s not in self.compiled_sizes]
-        if new and self.compiled_sizes and self.is_main:
+        if new and self.compiled_sizes and self.is_main and not self.every_size:
             _log.info("new batch shape %s: step took %.2f s (includes compiling its graphs)",
                       ", ".join(f"{w}x{h}" for w, h in new), step_time)
         self.compiled_sizes.update(new)
