@@ -25,11 +25,12 @@ import machine  # noqa: E402
 import readme_table  # noqa: E402
 
 BENCHMARKS = ("bench_models", "bench_samplers", "bench_txt2img", "bench_train", "bench_compile_cache", "bench_eval",
-              "bench_ops", "bench_memory")
+              "bench_ops", "bench_memory", "bench_buckets")
 # --quick: only the small cases (minutes instead of about an hour; no full-size SD model is built)
 QUICK_ARGS = {"bench_samplers": [], "bench_txt2img": ["--only", "tiny"], "bench_train": ["--cases", "tiny"],
               "bench_compile_cache": ["--cases", "txt2img_tiny", "train_tiny"],
-              "bench_eval": ["--n_images", "16"], "bench_ops": ["--groups", "ref", "norm", "--reps", "3"]}
+              "bench_eval": ["--n_images", "16"], "bench_ops": ["--groups", "ref", "norm", "--reps", "3"],
+              "bench_buckets": ["--steps", "12"]}
 
 
 def run_one(name, torch_python, timeout, extra):

@@ -118,10 +118,11 @@ def test_batches_one_bucket_each_every_image_each_epoch_ranks_disjoint():
     assert [i.tolist() for _, i, _ in plan.epoch(1)] != [i.tolist() for _, i, _ in plan.epoch(2)]
 
 
-def _photo_folder(root, extra_portrait=True):
+def photo_folder(root, names=PHOTOS, extra_portrait=True):
+    """``root``/photos: scikit-image's sample photographs ``names`` with kohya .txt captions (tag lists)."""
     folder = root / "photos"
     folder.mkdir()
-    for name in PHOTOS:
+    for name in names:
         stem = os.path.splitext(name)[0]
         shutil.copy(os.path.join(SKIMAGE_DATA, name), folder / name)
         (folder / f"{stem}.txt").write_text(f"a photo of {stem}, real, sample\n")
@@ -133,7 +134,7 @@ def _photo_folder(root, extra_portrait=True):
 
 
 def test_real_photographs_train_at_their_own_aspect(tmp_path):
-    folder = _photo_folder(tmp_path)
+    folder = photo_folder(tmp_path)
     s = BucketSettings(64, 32, 128, 16)
     ds = ImageCaptionDataset([str(folder)], 64, source_options=None, buckets=s)
     sizes = {os.path.basename(r.path): ds.size_of(i) for i, r in enumerate(ds.records)}
@@ -179,7 +180,7 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_shuffled_captions_are_the_same_on_a_rerun_and_leave_the_other_draws_alone(tmp_path):
     from ldm.data.captions import CaptionOptions
     from ldm.data.dataset import make_batch
-    folder = _photo_folder(tmp_path, extra_portrait=False)
+    folder = photo_folder(tmp_path, extra_portrait=False)
     opts = CaptionOptions(shuffle_caption=True, keep_tokens=1, caption_tag_dropout_rate=0.3)
     make = lambda o: ImageCaptionDataset([str(folder)], 32, caption_options=o, seed=4)   # noqa: E731
     shuffled, plain = make(opts), make(None)

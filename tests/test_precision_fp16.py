@@ -118,10 +118,10 @@ def test_o2_fp16_training_overflows_skips_halves_and_recovers(tmp_path):
     steps = []
 
     class Recording(TrainRun):
-        def after_step(self, epoch, loss, lr, step_time, overflow, bar):
+        def after_step(self, epoch, loss, lr, step_time, overflow, bar, detail=None):
             weights = np.concatenate([p.asnumpy().ravel() for p in self.trainable])
             steps.append((overflow, loss, float(self.scaler.scale_value.asnumpy()), weights))
-            super().after_step(epoch, loss, lr, step_time, overflow, bar)
+            super().after_step(epoch, loss, lr, step_time, overflow, bar, detail)
 
     run = Recording(cfg)
     unet = run.model.diffusion_model

@@ -3,14 +3,13 @@
 caption shuffling and TensorBoard; a bucketed run resumed mid-way equals an uninterrupted one."""
 import csv
 import os
-import shutil
 
 import numpy as np
 import pytest
 
 from ldm.train.config import parse_config
 from ldm.train.loop import TrainRun
-from tests.test_buckets import PHOTOS, SKIMAGE_DATA
+from tests.test_buckets import PHOTOS, photo_folder
 from tests.train_standin import write_standin_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,13 +17,7 @@ TINY = os.path.join(REPO, "configs", "tiny-v2-vpred.yaml")
 
 
 def _photos(root, names=PHOTOS):
-    folder = root / "photos"
-    folder.mkdir()
-    for name in names:
-        stem = os.path.splitext(name)[0]
-        shutil.copy(os.path.join(SKIMAGE_DATA, name), folder / name)
-        (folder / f"{stem}.txt").write_text(f"{stem}, photo, real, sample image\n")
-    return folder
+    return photo_folder(root, names, extra_portrait=False)
 
 
 def _rows(path):

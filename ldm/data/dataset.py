@@ -39,14 +39,8 @@ class Record:
 
 def _decode_csv(path):
     """The CSV's text; bytes that are not UTF-8 are one error naming the file and line (a BOM is fine)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise UserError(f"{path} line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}): save the CSV "
-                        f"as UTF-8") from exc
+    from ldm.io.text import read_utf8
+    return read_utf8(path, "CSV", "save the CSV as UTF-8")
 
 
 def _read_csv(folder):

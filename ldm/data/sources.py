@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ldm.data.dataset import CSV_NAME, Record, _read_csv
 from ldm.errors import UserError
+from ldm.io.text import read_utf8
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 JSONL_NAME = "metadata.jsonl"
@@ -45,17 +46,7 @@ class Listing:
 def read_text_file(path, what="caption file"):
     """The text of a small UTF-8 file (a BOM is fine); unreadable or non-UTF-8 bytes are one UserError
     naming the file (and the line and byte)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise UserError(f"{path} line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}): "
-                        f"save it as UTF-8") from exc
+    return read_utf8(path, what)
 
 
 def _is_image(name):

@@ -214,7 +214,7 @@ def _draw_loss_panel(draw, box, steps, losses, val_steps, val_losses):
         xv = x0 + frac * (x1 - x0)
         px, _ = to_px(xv, y0)
         draw.line([px, bottom, px, bottom + 4], fill="black")
-        draw.text((px - 10, bottom + 8), f"{xv:.0f}", fill="black")
+        draw.text((px - 10, bottom + 8), f"{round(xv, 1):g}", fill="black")     # 2.5, not a rounded 2
     draw.text(((left + right) // 2 - 10, by1 - 18), "step", fill="black")
     if len(losses) > 1:
         draw.line([to_px(x, y) for x, y in zip(steps, losses)], fill=GREY, width=1)
