@@ -1,8 +1,12 @@
-"""The README's speed table, built from one run_all run: bench/out/run_all.json and the JSON it names.
+"""Print the results tables of README.md and docs/results.md, built from one run_all run (bench/out/run_all.json).
 
 run_all.py records, for every benchmark it ran, the JSON file that benchmark wrote and its sha256; this
 script refuses a JSON file whose hash differs (a benchmark rerun alone afterwards), so every row of the
-table and the machine line above it come from the same run.
+tables and the machine line above them come from the same run.
+
+It prints markdown to stdout (a machine line, the speed table, the `--compile_cache` table) and writes no
+file: README.md ("Results") and docs/results.md take the rows as printed, with the machine and date in
+each table's header line.
 
     python bench/readme_table.py [--run bench/out/run_all.json]
 """

@@ -5,7 +5,7 @@ given) and writes JSON under bench/out/; this script only runs them in turn, wit
 and records the output, the command and the machine (bench/machine.py: CPU model and flags, cores,
 memory, load average before and after each benchmark, versions, date) into bench/results.md and
 bench/out/run_all.json. `bench/readme_table.py` (or `--readme_table` here) turns that one run's record
-into the README's results table, so every row and the machine line come from the same run.
+into the results table of README.md and docs/results.md, so every row and the machine line come from the same run.
 
     bash tests/fixtures/make_fixture_env.sh /tmp/msd-fixture-env   # once: the torch reference side
     python bench/run_all.py --torch_python /tmp/msd-fixture-env/bin/python
@@ -66,7 +66,7 @@ def main(argv=None):
     parser.add_argument("--record", default=os.path.join(OUT_DIR, "run_all.json"),
                         help="JSON record of this run (machine, per-benchmark load and output file hashes)")
     parser.add_argument("--readme_table", action="store_true",
-                        help="run nothing: print the README results table from the last run's --record")
+                        help="run nothing: print the results table (README.md, docs/results.md) from the last run's --record")
     args = parser.parse_args(argv)
     if args.readme_table:
         return readme_table.main(["--run", args.record])

@@ -39,7 +39,7 @@ CONCEPTS = ("star", "plus")
 STAR_INNER = 0.45      # inner / outer radius; at 32 px its mask IoU with circle, square, triangle is 0.49, 0.39, 0.53
 PLUS_HALF_WIDTH = 0.3  # half the arm width over the half extent; IoU with circle 0.65 (the star is the default: 0.53 at most)
 MAX_IMAGES = 10_000
-POSITION = "center"    # the base does not learn positions (README "Demo model"): keep the concept centred
+POSITION = "center"    # the base does not learn positions (docs/demo.md "Demo model"): keep the concept centred
 DEFAULT_TOKEN = "sks"  # DreamBooth's rare token (one BPE token of the CLIP vocabulary)
 
 

@@ -8,7 +8,9 @@ the same restricted machinery as ordinary checkpoints (ldm.convert.torch_pickle)
 gives the names ``torch.jit.load(...).state_dict()`` would give.
 """
 import io
+import pickle
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -53,23 +55,44 @@ def _flatten(obj, prefix, out):
             _flatten(value, prefix + key + ".", out)
 
 
+def _read_member(zf, path, name, what):
+    """Bytes of one archive member; a missing or damaged member is one CheckpointError naming the file,
+    the member and what it holds (a KeyError / BadZipFile would otherwise escape as a traceback)."""
+    try:
+        return zf.read(name)
+    except KeyError:
+        raise CheckpointError(f"{path}: TorchScript archive is missing {name} ({what}); the file is incomplete "
+                              "or damaged: download it again") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise CheckpointError(f"{path}: TorchScript archive member {name} ({what}) is damaged ({exc}): "
+                              "download the file again") from None
+
+
 def load_torchscript_state_dict(path):
     """Flat state dict of every parameter and buffer in a TorchScript archive."""
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
         if not pkl:
-            raise CheckpointError(f"{path}: TorchScript archive without data.pkl")
+            raise CheckpointError(f"{path}: TorchScript archive without data.pkl (the module tree); the file is "
+                                  "incomplete or damaged: download it again")
         root = pkl[0][: -len("data.pkl")]
         cache = {}
 
         def load_storage(pid):
             _, storage_type, key, _location, _numel = pid[:5]
             if key not in cache:
-                cache[key] = tp._storage_array(zf.read(f"{root}data/{key}"), tp._storage_name(storage_type, pid))
+                raw = _read_member(zf, path, f"{root}data/{key}", f"storage record {key} of data.pkl")
+                cache[key] = tp._storage_array(raw, tp._storage_name(storage_type, pid))
             return cache[key]
 
-        obj = _ScriptUnpickler(io.BytesIO(zf.read(pkl[0])), load_storage).load()
+        data = _read_member(zf, path, pkl[0], "the module tree")
+        try:
+            obj = _ScriptUnpickler(io.BytesIO(data), load_storage, path=path).load()
+        except (EOFError, pickle.UnpicklingError, ValueError, IndexError) as exc:
+            why = f"{type(exc).__name__}: {str(exc)[:100]}" if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{path}: {pkl[0]} (the module tree) is truncated or damaged ({why}): "
+                                  "download the file again") from None
     out = {}
     _flatten(obj, "", out)
     if not out:

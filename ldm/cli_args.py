@@ -1,5 +1,5 @@
 """Argument checks shared by the evaluation / dataset / conversion CLIs, so a bad flag is one line and
-exit 2 before any work starts (README: "one clear line on stderr, exit code 2").
+exit 2 before any work starts (docs/training.md, docs/txt2img.md: "one clear line on stderr, exit code 2").
 
 * :class:`OneLineParser`: argparse's usage block + error becomes one :class:`UserError` line.
 * ``positive_int`` / ``positive_float`` / ``fraction``: argparse ``type=`` callables that refuse

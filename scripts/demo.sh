@@ -9,23 +9,16 @@
 #                                     defaults 0.6, 0.45, 0.5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
 OUT=${OUT:-output/demo}
 STEPS=${STEPS:-300}
 SCALE=${SCALE:-4}
 BASE_CKPT=${BASE_CKPT:-models/tiny_shapes_base.ckpt}
 if [ ! -f "$BASE_CKPT" ]; then
-    echo "demo.sh: error: base checkpoint $BASE_CKPT not found (README 'Demo model' rebuilds it)" >&2
+    echo "demo.sh: error: base checkpoint $BASE_CKPT not found (docs/demo.md 'Demo model' rebuilds it)" >&2
     exit 2
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
-    echo "== creating $VENV and installing requirements.txt"
-    python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install -q -r requirements.txt
-PY="$VENV/bin/python"
-export GLOG_v=${GLOG_v:-3}
+. scripts/setup_venv.sh     # $VENV with requirements.txt installed; sets PY and GLOG_v
 
 echo "== synthetic shapes data -> datasets/shapes"
 "$PY" datasets/synthetic_shapes.py --output_path datasets/shapes --num_train 400 --num_test 40 --size 32

@@ -6,13 +6,12 @@
 # then sample held-out prompts (the star in other colours and on other backgrounds), score them
 # (scripts/score_concept.py: the fraction drawn as a star, told apart from the three known shapes by mask IoU),
 # score the class prompts (the three known shapes) the same way for the base and the DreamBooth model, and
-# print the scores and how long each stage took. README "New-concept demo" has measured numbers.
+# print the scores and how long each stage took. docs/demo.md "New-concept demo" has measured numbers.
 #
 #   bash scripts/demo_concepts.sh     (env: VENV=.venv OUT=output/concepts BASE_CKPT=... TI_STEPS DB_STEPS
 #                                      SEEDS (images per prompt) SCALE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
 OUT=${OUT:-output/concepts}
 BASE_CKPT=${BASE_CKPT:-models/tiny_shapes_base.ckpt}
 TI_STEPS=${TI_STEPS:-200}
@@ -20,16 +19,10 @@ DB_STEPS=${DB_STEPS:-150}
 SEEDS=${SEEDS:-3}
 SCALE=${SCALE:-4}
 if [ ! -f "$BASE_CKPT" ]; then
-    echo "demo_concepts.sh: error: base checkpoint $BASE_CKPT not found (README 'Demo model' rebuilds it)" >&2
+    echo "demo_concepts.sh: error: base checkpoint $BASE_CKPT not found (docs/demo.md 'Demo model' rebuilds it)" >&2
     exit 2
 fi
-if [ ! -x "$VENV/bin/python" ]; then
-    echo "== creating $VENV and installing requirements.txt"
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q -r requirements.txt
-fi
-PY="$VENV/bin/python"
-export GLOG_v=${GLOG_v:-3}
+. scripts/setup_venv.sh     # $VENV with requirements.txt installed; sets PY and GLOG_v
 DATA="$OUT/data"
 TIMES=""
 stage() {   # stage NAME COMMAND...: run it, remember its wall time

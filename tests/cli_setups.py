@@ -55,6 +55,24 @@ def random_bytes_weights(folder):
     _write(os.path.join(folder, "inception.pth"), _random_bytes(4096, 4))
 
 
+def openai_jit_incomplete(folder):
+    """The OpenAI-style TorchScript fixture with members deleted: ViT-B-32.pt without storage record 7
+    (the visual conv1 weight), ViT-B-16.pt without data.pkl, ViT-L-14.pt with data.pkl cut in half."""
+    import zipfile
+    source = os.path.join(REPO, "tests", "fixtures", "eval", "openai_tiny_jit.pt")
+    for name, member, change in (("ViT-B-32.pt", "openai_tiny_jit/data/7", None),
+                                 ("ViT-B-16.pt", "openai_tiny_jit/data.pkl", None),
+                                 ("ViT-L-14.pt", "openai_tiny_jit/data.pkl", lambda data: data[:len(data) // 2])):
+        with zipfile.ZipFile(source) as zin, zipfile.ZipFile(os.path.join(folder, name), "w") as zout:
+            for info in zin.infolist():
+                data = zin.read(info.filename)
+                if info.filename == member:
+                    if change is None:
+                        continue
+                    data = change(data)
+                zout.writestr(info, data)
+
+
 def hf_folder_bad_config(folder):
     """An HF-style folder whose config.json is not JSON, and one without config.json."""
     _write(os.path.join(folder, "hf", "config.json"), b"{ not json")

@@ -3,7 +3,7 @@
 Starting MindSpore costs seconds, so a table is run in ONE child interpreter (tests/cli_worker.py): each
 case is the CLI script executed as ``__main__`` (``runpy``) in a fresh working folder, with stdout and
 stderr captured; a Python exception that escapes ``run_cli`` is recorded as a traceback. What every bad
-input must give (README: "one clear line on stderr, exit code 2"):
+input must give (docs/training.md and docs/txt2img.md, "Bad input": one line on stderr, exit code 2):
 
 * exit code 2;
 * exactly one non-empty stderr line, without "Traceback", that contains the case's ``expect`` text;

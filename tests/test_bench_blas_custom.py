@@ -1,4 +1,4 @@
-"""bench/blas_custom.py's BLAS custom GEMMs: forward and graph-mode gradients equal MindSpore's BatchMatMul."""
+"""bench/studies/blas_custom.py's BLAS custom GEMMs: forward and graph-mode gradients equal MindSpore's BatchMatMul."""
 import os
 import shutil
 import sys
@@ -10,7 +10,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "bench"))
+sys.path.insert(0, os.path.join(REPO, "bench", "studies"))
 import blas_custom  # noqa: E402
 
 

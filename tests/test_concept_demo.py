@@ -218,7 +218,7 @@ DB_MIN_CONCEPT = 0.10
 # 0.333 (seeds 0, 1), the demo's run 0.296 vs 0.358 (drops 0.024-0.062). The same run WITHOUT prior preservation
 # (seed 0, 100 steps): 0.160, a drop of 0.21, and 0.27 of the class images drawn as the star (0.12 with it, base 0.10);
 # its concept score 0.25. The margin 0.10 lies between the two (not run here: it would double the test's time).
-# Re-measured 2026-12-02 with the two-stage base (README "Demo model"; training seed 0, 100 steps): TI 0.167 (base
+# Re-measured 2026-12-02 with the two-stage base (docs/demo.md "Demo model"; training seed 0, 100 steps): TI 0.167 (base
 # with the placeholder 0.042); DreamBooth + prior concept 0.167 (base with "sks" 0.000), class shape 0.642 vs the
 # base's 0.914 (a drop of 0.27; 0.28 of the class images drawn as the star); the same run WITHOUT prior
 # preservation: concept 0.292, class shape 0.309 (a drop of 0.61; 0.49 drawn as the star). The better base

@@ -6,8 +6,8 @@ and checks its colour and its kind (IoU against each shape's exact mask) against
 
 Thresholds: a model that ignores the prompt draws the captioned colour 1 time in 4 (four colours),
 the captioned colour-and-shape 1 time in 12 and the captioned position 1 time in 5, so colour >= 0.8,
-shape >= 0.7 and position >= 0.6 are far above chance. The shipped model (two stages, README "Demo
-model") measured colour 1.0, shape 0.95, position 0.925, background 1.0 on these 40 prompts when it was
+shape >= 0.7 and position >= 0.6 are far above chance. The shipped model (two stages, docs/demo.md
+"Demo model") measured colour 1.0, shape 0.95, position 0.925, background 1.0 on these 40 prompts when it was
 made (2026-12-02); stage 1 alone (the base shipped before) 0.75 / 0.60 / 0.15 / 0.40. The same run with
 the UNet re-initialised (VAE and text encoder kept) must fall below all three, which shows the score
 measures the denoiser, not the decoder or the palette.

@@ -281,7 +281,21 @@ def test_bad_inputs_are_one_line(instances):
               "--image_size", "32", "--max_steps", "1", "--show_progress", "False", "--pretrained_model_path", ""]
     good = recipe + ["--instance_data_dir", instances, "--class_data_dir", "{tmp}/cls"]
     cases = [
-        dict(argv=recipe + ["--class_data_dir", "{tmp}/cls"], expect="instance_data_dir not found: /path/to/data"),
+        dict(argv=recipe + ["--class_data_dir", "{tmp}/cls"],
+             expect="instance_data_dir /path/to/data is MindONE's placeholder: set --instance_data_dir to your folder",
+             absent=["/path", "{tmp}/out"]),
+        # the recipe's class_data_dir (with_prior_preservation True there): refused before it is created
+        dict(argv=recipe + ["--instance_data_dir", instances],
+             expect="class_data_dir /path/to/class_image is MindONE's placeholder: set --class_data_dir to your "
+                    "folder", absent=["/path", "{tmp}/out"]),
+        dict(argv=good + ["--output_path", "/path/to/save/output_data"],
+             expect="output_path /path/to/save/output_data is MindONE's placeholder", absent=["/path"]),
+        dict(argv=good + ["--pretrained_model_path", "/path/to/pretrained_model"],
+             expect="pretrained_model_path /path/to/pretrained_model is MindONE's placeholder: set "
+                    "--pretrained_model_path to your file", absent=["/path", "{tmp}/out"]),
+        # without prior preservation class_data_dir is not used: its placeholder is not refused
+        dict(argv=recipe + ["--with_prior_preservation", "False", "--instance_data_dir", "{tmp}/nothing"],
+             expect="instance_data_dir not found", absent=["/path"]),
         dict(argv=good + ["--instance_data_dir", ""], expect="instance_data_dir is required"),
         dict(argv=good + ["--instance_data_dir", "{tmp}/nothing"], expect="instance_data_dir not found"),
         dict(argv=good + ["--instance_data_dir", "{tmp}/empty"], setup="empty_folder",

@@ -85,6 +85,18 @@ CASES = [case(f"--{flag} {value}", [f"--{flag}={value}"], expect) for flag, valu
     case("pretrained weights missing", ["--pretrained_model_path", "{tmp}/w.ckpt"], "pretrained_model_path not found"),
     case("resume file missing", ["--resume", "{tmp}/r.ckpt"], "resume checkpoint not found"),
     case("data path is a file", ["--data_path", "{tmp}/data/img_txt.csv"], "data_path is not a folder"),
+    # MindONE's recipes ship /path/to/... placeholders: refused by name before anything is created
+    case("data path left at MindONE's placeholder", ["--data_path", "{tmp}/data,/path/to/data"],
+         "data_path /path/to/data is MindONE's placeholder: set --data_path to your folder",
+         absent=NO_OUTPUT + ["/path"]),
+    case("output path left at MindONE's placeholder", ["--output_path", "/path/to/save/output_data"],
+         "output_path /path/to/save/output_data is MindONE's placeholder: set --output_path to your folder",
+         absent=["/path"]),
+    case("MindONE recipe as shipped: every placeholder named",
+         ["-c", "configs/train/train_config_vanilla_v2_vpred.yaml", "--model_config", "{tmp}/standin.yaml"],
+         "pretrained_model_path /path/to/pretrained_model, data_path /path/to/data, output_path "
+         "/path/to/save/output_data are MindONE's placeholders: set --pretrained_model_path, --data_path, "
+         "--output_path to your own paths", base=[], absent=["/path"]),
     case("recipe: validation steps beyond the schedule", ["--validation_steps", "1", "--validation_sampling_steps",
                                                           "2000"], "at most 1000 steps", base=RECIPE),
     case("validation size the pipeline refuses", ["--validation_steps", "1", "--validation_prompts", "a"],

@@ -118,7 +118,8 @@ def test_unknown_key_is_an_error_naming_it_and_recipe_paths_resolve_from_the_rep
         parse_config(["--train_config", str(bad)])
     monkeypatch.chdir(tmp_path)    # MindONE resolves configs/... from its script folder, not the cwd
     cfg = parse_config(["--train_config", "configs/train/train_config_vanilla_v2_vpred.yaml",
-                        "--data_path", ws["data"], "--pretrained_model_path", ""])
+                        "--data_path", ws["data"], "--pretrained_model_path", "",
+                        "--output_path", str(tmp_path / "out")])
     assert cfg.model_config == os.path.join(REPO, "configs", "v2-vpred-train.yaml")
 
 
@@ -173,6 +174,26 @@ def test_callback_size_sets_the_loss_line_interval_and_log_level_filters(ws, tmp
         TrainRun(parse_config(_standin(ws, tmp_path / "b", "--max_steps", "2", "--log_level", "logging.WARNING"))).run()
     assert not [r for r in caplog.records if r.name.startswith("ldm") and r.levelno < logging.WARNING]
     assert "loss is" not in open(tmp_path / "b" / "log_0.txt").read()
+
+
+def test_args_yaml_is_written_atomically(tmp_path, monkeypatch):
+    import types
+    import yaml
+    from ldm.train import mindone_flags
+    cfg = types.SimpleNamespace(output_path=str(tmp_path), max_steps=4, log_level="INFO")
+    path = mindone_flags.write_args_yaml(cfg)
+    assert yaml.safe_load(open(path)) == vars(cfg)
+    before = open(path).read()
+
+    def dump_half_then_fail(data, stream, **kwargs):
+        stream.write("max_steps: ")
+        raise RuntimeError("killed while writing")
+    monkeypatch.setattr(yaml, "safe_dump", dump_half_then_fail)
+    cfg.max_steps = 8
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        mindone_flags.write_args_yaml(cfg)
+    assert open(path).read() == before                                       # the previous args.yaml, whole
+    assert sorted(os.listdir(tmp_path)) == ["args.yaml"]                     # no temporary file left
 
 
 def test_profile_writes_profiler_output_and_cuts_to_3_epochs(ws, tmp_path):

@@ -61,6 +61,33 @@ def check_domains(cfg):
             raise UserError(f"betas must be two numbers in [0, 1), got {cfg.betas}")
 
 
+PLACEHOLDER_PREFIX = "/path/to/"
+_FILE_OPTIONS = {"pretrained_model_path", "custom_text_encoder", "resume", "model_config", "train_config"}
+
+
+def check_placeholder_paths(cfg, unused=()):
+    """MindONE's recipes ship placeholder paths (``/path/to/data``, ``/path/to/class_image``, ...); a run
+    left with one would read nothing there, or create the folder at the file-system root (running as
+    root). Any string option, or list item, that still starts with ``/path/to/`` is refused, naming the
+    option, before anything is read or created. ``unused``: options this run ignores (not refused)."""
+    found = []
+    for name, value in vars(cfg).items():
+        if name in unused:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, str) and item.startswith(PLACEHOLDER_PREFIX):
+                found.append((name, item))
+                break
+    if not found:
+        return
+    if len(found) == 1:
+        (name, value), = found
+        kind = "file" if name in _FILE_OPTIONS or name.endswith("_file") else "folder"
+        raise UserError(f"{name} {value} is MindONE's placeholder: set --{name} to your {kind}")
+    raise UserError(f"{', '.join(f'{n} {v}' for n, v in found)} are MindONE's placeholders: set "
+                    f"{', '.join('--' + n for n, _ in found)} to your own paths")
+
+
 def size_multiple(model_config):
     """The image-size multiple a LatentDiffusion YAML needs: the VAE's factor 2^(len(ch_mult)-1) times
     the UNet's 2^(len(channel_mult)-1) (every level halves the latent, and the skip connections must

@@ -383,10 +383,12 @@ def parse_config(argv=None):
     return cfg
 
 
-def validate(cfg):
+def validate(cfg, unused=()):
     """Everything that can be checked before a model is built or the output folder exists; each failure
-    is one clear line (see ldm.train.checks for the numeric domains)."""
-    from ldm.train.checks import check_domains, check_image_size
+    is one clear line (see ldm.train.checks for the numeric domains and MindONE's placeholder paths,
+    which options in ``unused`` may keep)."""
+    from ldm.train.checks import check_domains, check_image_size, check_placeholder_paths
+    check_placeholder_paths(cfg, unused)
     if not cfg.model_config:
         raise UserError("model_config is required (e.g. --model_config configs/tiny-v2-vpred.yaml)")
     if not os.path.isfile(cfg.model_config):

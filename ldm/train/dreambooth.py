@@ -24,6 +24,7 @@ from ldm.diffusion.spec import resolve_spec
 from ldm.errors import UserError
 from ldm.train.data_options import CAPTION_OPTIONS
 from ldm.train import config as base
+from ldm.train.checks import check_placeholder_paths
 from ldm.train.loop import TrainRun, build_training_model, no_leftovers
 
 _log = logging.getLogger("ldm.train")
@@ -101,6 +102,8 @@ def parse_config(argv=None):
 
 def validate(cfg):
     """MindONE's checks (as one line each), then train_text_to_image.py's on the instance folder."""
+    unused = () if cfg.with_prior_preservation else ("class_data_dir",)
+    check_placeholder_paths(cfg, unused)        # before anything is read or created (class_data_dir)
     if not cfg.instance_data_dir:
         raise UserError("instance_data_dir is required (a folder of images of the subject)")
     if not os.path.isdir(cfg.instance_data_dir):
@@ -131,7 +134,7 @@ def validate(cfg):
         if missing_class_images(cfg.class_data_dir, cfg.num_class_images):   # images will be written there
             base.check_output_path(cfg.class_data_dir, "class_data_dir")
     cfg.data_path = [cfg.instance_data_dir]
-    base.validate(cfg)
+    base.validate(cfg, unused)
     if cfg.with_prior_preservation:
         check_class_sampler(cfg)
     else:       # notices only once nothing refuses the run (a refusal is the only line)

@@ -55,12 +55,14 @@ def flash_notice(cfg, device=None):
 
 
 def write_args_yaml(cfg):
-    """``output_path/args.yaml``: every setting of the run, as MindONE dumps its ``vars(args)``."""
+    """``output_path/args.yaml``: every setting of the run, as MindONE dumps its ``vars(args)``; written
+    atomically, so a run stopped while writing leaves the previous run's file whole."""
     import yaml
-    os.makedirs(cfg.output_path, exist_ok=True)
+    from ldm.io.atomic import atomic_path
     path = os.path.join(cfg.output_path, "args.yaml")
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(vars(cfg), f, default_flow_style=False, sort_keys=False)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            yaml.safe_dump(vars(cfg), f, default_flow_style=False, sort_keys=False)
     return path
 
 

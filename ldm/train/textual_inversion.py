@@ -25,6 +25,7 @@ from ldm.errors import UserError
 from ldm.train.data_options import CAPTION_OPTIONS
 from ldm.models import textual_inversion as ti
 from ldm.train import config as base
+from ldm.train.checks import check_placeholder_paths
 from ldm.train.loop import TrainRun, build_training_model, no_leftovers
 
 _log = logging.getLogger("ldm.train")
@@ -126,6 +127,7 @@ def parse_config(argv=None):
 
 
 def validate(cfg):
+    check_placeholder_paths(cfg)                # before anything is read or created
     if not cfg.train_data_dir:
         raise UserError("train_data_dir is required (a folder of images of the concept)")
     if not os.path.isdir(cfg.train_data_dir):

@@ -2,7 +2,7 @@
 //
 // Why: on AVX-512 CPUs numpy's OpenBLAS (Cooperlake/SkylakeX kernels) reaches about twice the GFLOP/s
 // of MindSpore 2.8's CPU MatMul (bench/results_ops.md). The library is opened at the first call from
-// $MSD_BLAS_LIB (bench/blas_custom.py sets it to numpy's libopenblas64_), so this file needs no BLAS
+// $MSD_BLAS_LIB (bench/studies/blas_custom.py sets it to numpy's libopenblas64_), so this file needs no BLAS
 // headers or link flags: g++ -O2 -shared -fPIC blas_gemm.cc -o blas_gemm.so -ldl
 //
 // Three entry points, one per transpose pattern, so that forward and both gradients stay in this set:

@@ -1,13 +1,13 @@
 """Prototype: MindSpore custom ops that run (batched) float32 GEMMs on numpy's OpenBLAS, with gradients.
 
 Two flavours of ``ops.Custom``, both usable in PyNative and under ``ms.jit``:
-  aot     bench/blas_gemm.cc compiled with g++ (once, cached under bench/out/), calling cblas_sgemm64_ of the
+  aot     bench/studies/blas_gemm.cc compiled with g++ (once, cached under bench/out/), calling cblas_sgemm64_ of the
           libopenblas64_ that numpy ships (found next to numpy, passed as $MSD_BLAS_LIB);
   pyfunc  a Python function running numpy.matmul (needs the GIL on every call).
 Each flavour has the three transpose patterns (NN, NT, TN) so the bprop of each is written with the
 others: C = A B -> dA = dC B^T (NT), dB = A^T dC (TN); C = A B^T -> dA = dC B (NN), dB = dC^T A (TN on
 (dC, A)); C = A^T B -> dA = B dC^T (NT on (B, dC)), dB = A dC (NN).
-Used by bench/bench_custom_gemm.py; not part of the library.
+Used by bench/studies/bench_custom_gemm.py; not part of the library.
 """
 import glob
 import hashlib
@@ -16,8 +16,9 @@ import subprocess
 
 import numpy as np
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(BENCH_DIR, "blas_gemm.cc")
+STUDY_DIR = os.path.dirname(os.path.abspath(__file__))
+BENCH_DIR = os.path.dirname(STUDY_DIR)
+SOURCE = os.path.join(STUDY_DIR, "blas_gemm.cc")
 
 
 def numpy_openblas():

@@ -6,7 +6,7 @@ op type, and by the layer the op sits in (the scope name's innermost Cell class,
 CrossAttention, Conv2d). Models: tiny (configs/tiny-v2-vpred.yaml, batch 4, 16x16 latents, as
 bench_train's tiny case) and sd2 (configs/v2-inference.yaml, batch 2, 64x64 latents, as bench_models).
 
-    python bench/profile_unet.py --model tiny --what train [--steps 3] [--top 15]
+    python bench/studies/profile_unet.py --model tiny --what train [--steps 3] [--top 15]
 """
 import argparse
 import collections
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, REPO)
 MODELS = {"tiny": ("configs/tiny-v2-vpred.yaml", 4, 16), "sd2": ("configs/v2-inference.yaml", 2, 64)}

@@ -1,4 +1,4 @@
-"""Is a BLAS-backed custom GEMM (bench/blas_custom.py) faster than MindSpore's own MatMul end to end?
+"""Is a BLAS-backed custom GEMM (bench/studies/blas_custom.py) faster than MindSpore's own MatMul end to end?
 
 Three levels, each variant interleaved rep after rep in one process, medians (and mins) reported:
   gemm    one product at UNet shapes: ops.MatMul / BatchMatMul vs the aot and pyfunc custom ops vs numpy;
@@ -10,7 +10,7 @@ Three levels, each variant interleaved rep after rep in one process, medians (an
 Before timing, the swapped block's outputs and gradients are compared with the original's (relative
 max error printed).
 
-    python bench/bench_custom_gemm.py [--levels gemm block unet] [--reps 5]
+    python bench/studies/bench_custom_gemm.py [--levels gemm block unet] [--reps 5]
 """
 import argparse
 import json
@@ -21,9 +21,11 @@ import time
 
 import numpy as np
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+STUDY_DIR = os.path.dirname(os.path.abspath(__file__))
+BENCH_DIR = os.path.dirname(STUDY_DIR)
 REPO = os.path.dirname(BENCH_DIR)
-sys.path.insert(0, BENCH_DIR)
+sys.path.insert(0, BENCH_DIR)  # machine
+sys.path.insert(0, STUDY_DIR)  # blas_custom
 sys.path.insert(0, REPO)
 
 

@@ -5,7 +5,7 @@ are shared with other work, a descheduled worker stalls every op. Each setting r
 (``mindspore.device_context.cpu.op_tuning.threads_num`` is set once, before the first kernel), and the
 processes alternate setting by setting, ``--rounds`` times; medians of each process's median step time.
 
-    python bench/bench_threads.py [--rounds 3] [--threads 0 1]     # 0 = MindSpore's default
+    python bench/studies/bench_threads.py [--rounds 3] [--threads 0 1]     # 0 = MindSpore's default
 """
 import argparse
 import json
@@ -14,8 +14,9 @@ import statistics
 import subprocess
 import sys
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, BENCH_DIR)
+STUDY_DIR = os.path.dirname(os.path.abspath(__file__))
+BENCH_DIR = os.path.dirname(STUDY_DIR)
+sys.path.insert(0, BENCH_DIR)  # bench_train, machine
 
 
 def worker(threads, steps, warmup, case):
