@@ -311,7 +311,7 @@ class SquareBatches:
     def __init__(self, num_items, image_size, global_batch, seed):
         self.num_items, self.size, self.seed = num_items, (int(image_size), int(image_size)), int(seed)
         self.global_batch = int(global_batch)
-        self.batches_per_epoch = num_items // self.global_batch
+        self.batches_per_epoch = steps_per_epoch(num_items, self.global_batch)
         self.resolutions = [self.size]
 
     def micro_batch(self, epoch, step, batch_size, rank=0):
