@@ -570,3 +570,8 @@ def data_instances(folder):
     rng = np.random.default_rng(1)
     for i, (w, h) in enumerate(((48, 32), (32, 40))):
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(os.path.join(inst, f"{i}.png"))
+
+
+def template_not_utf8(folder):
+    """{tmp}/templates.txt with a Latin-1 byte on line 2 (textual inversion's --template_file)."""
+    _write(os.path.join(folder, "templates.txt"), b"a photo of a {}\na caf\xe9 with a {}\n")

@@ -41,9 +41,30 @@ def test_written_files_get_ordinary_permissions(tmp_path, umask_022):
     manifest.write_csv()
     write_yaml({"a": 1}, str(tmp_path / "c.yaml"))
     atomic_save([{"name": "w", "data": ms.Tensor(np.ones(3, np.float32))}], str(tmp_path / "w.ckpt"))
-    for name in ("a.png", "manifest.csv", "c.yaml", "w.ckpt"):
+    from ldm.models.textual_inversion import save_learned_embeds
+    save_learned_embeds(str(tmp_path / "e.safetensors"), np.ones((2, 4), np.float32), "<t>")
+    for name in ("a.png", "manifest.csv", "c.yaml", "w.ckpt", "e.safetensors"):
         assert _mode(tmp_path / name) == 0o644, name
-    assert sorted(os.listdir(tmp_path)) == ["a.png", "c.yaml", "manifest.csv", "manifest.jsonl", "w.ckpt"]
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "c.yaml", "e.safetensors", "manifest.csv", "manifest.jsonl",
+                                            "w.ckpt"]
+
+
+def test_a_failed_safetensors_write_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """The safetensors library reports a failed write as its own SafetensorError (a read-only target gave
+    a traceback through convert_weights.py --to diffusers_lora): one UserError, no temporary file."""
+    import safetensors.numpy
+    from ldm.convert.readers import write_safetensors
+
+    class SafetensorError(Exception):
+        pass
+
+    def failing(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"partial")
+        raise SafetensorError("Error while serializing: IoError(Os { code: 30, kind: ReadOnlyFilesystem })")
+    monkeypatch.setattr(safetensors.numpy, "save_file", failing)
+    with pytest.raises(UserError, match="cannot write .*lora.safetensors: Error while serializing"):
+        write_safetensors({"x": np.ones(3, np.float32)}, str(tmp_path / "lora.safetensors"))
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_failed_checkpoint_write_leaves_the_old_file_and_no_temporaries(tmp_path, monkeypatch):

@@ -192,7 +192,9 @@ def test_bad_inputs_are_one_line(data, tmp_path):
              dict(argv=common + ["--placeholder_token", "toy"], expect="already contains the token"),
              dict(argv=common + ["--learnable_property", "colour"], expect="learnable_property must be one of"),
              dict(argv=common + ["--train_data_dir", "{tmp}/nothing"], expect="train_data_dir not found"),
-             dict(argv=common + ["--max_steps", "3"], expect="at least gradient_accumulation_steps")]
+             dict(argv=common + ["--max_steps", "3"], expect="at least gradient_accumulation_steps"),
+             dict(argv=common + ["--template_file", "{tmp}/templates.txt"], setup="template_not_utf8",
+                  expect="templates.txt line 2 is not UTF-8 text (byte 0xe9)", absent=["{tmp}/out"])]
     for case in cases:
         case["script"] = "train_textual_inversion.py"
     assert failures(cases, run_table(cases)) == []

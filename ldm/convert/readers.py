@@ -60,12 +60,18 @@ def read_weight_file(path):
 
 
 def write_safetensors(state, path, metadata=None):
-    """Write ``state`` (name -> array) as .safetensors, atomically (temp file, then os.replace)."""
+    """Write ``state`` (name -> array) as .safetensors through the atomic writer (temp file, then
+    os.replace; the permissions every other output gets). The safetensors library reports a failed
+    write (read-only folder, full disk) as its own SafetensorError: that is one UserError line here."""
     from safetensors.numpy import save_file
-    tmp = f"{path}.tmp-{os.getpid()}"
+    from ldm.errors import UserError
+    from ldm.io.atomic import atomic_path
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with atomic_path(path) as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp, metadata=metadata)
+    except OSError:
+        raise                                   # one line at the CLIs already (ldm.errors.run_cli)
+    except Exception as exc:                    # safetensors_rust.SafetensorError has no importable base
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise UserError(f"cannot write {path}: {exc}") from exc

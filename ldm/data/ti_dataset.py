@@ -43,8 +43,8 @@ def read_template_file(path):
     """MindONE's ``template_file``: one template with ``{}`` per line (blank lines dropped)."""
     if not os.path.isfile(path):
         raise UserError(f"template_file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        lines = [line.strip() for line in f]
+    from ldm.io.text import read_utf8
+    lines = [line.strip() for line in read_utf8(path, "template_file").splitlines()]
     lines = [line for line in lines if line]
     bad = [line for line in lines if "{}" not in line]
     if not lines or bad:
