@@ -18,7 +18,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ldm.errors import run_cli  # noqa: E402
-from ldm.data.class_images import missing_class_images  # noqa: E402
+from ldm.data.class_images import class_images_short  # noqa: E402
 from ldm.train.config import enable_compile_cache, log_level_value  # noqa: E402
 from ldm.train.dreambooth import parse_config  # noqa: E402
 
@@ -34,7 +34,7 @@ def main(argv=None):
     cfg = parse_config(argv)
     logging.basicConfig(level=log_level_value(cfg.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     enable_compile_cache(cfg, "dreambooth", draws_class_images=bool(
-        cfg.with_prior_preservation and missing_class_images(cfg.class_data_dir, cfg.num_class_images)))
+        cfg.with_prior_preservation and class_images_short(cfg.class_data_dir, cfg.num_class_images)))
     from ldm.train.dreambooth import train_dreambooth
     make_sampler, make_class_sampler = sampler_factories(cfg)
     summary = train_dreambooth(cfg, make_sampler=make_sampler, make_class_sampler=make_class_sampler)

@@ -312,6 +312,8 @@ def test_bad_inputs_are_one_line(instances):
         dict(argv=good + ["--class_data_dir", "{tmp}/bad", "--num_class_images", "2"], setup="corrupt_images",
              expect="no usable images in class_data_dir", absent=["{tmp}/out"]),
         dict(argv=good + ["--num_class_images", "0"], expect="num_class_images must be >= 1"),
+        dict(argv=good + ["--num_class_images", "1000000000000"], expect="num_class_images 1000000000000: at most",
+             absent=["{tmp}/out", "{tmp}/cls"]),
         dict(argv=good + ["--prior_loss_weight", "-1"], expect="prior_loss_weight must be >= 0"),
         dict(argv=good + ["--prior_loss_weight", "nan"], expect="prior_loss_weight must be a finite number"),
         dict(argv=good + ["--train_data_repeats", "0"], expect="train_data_repeats must be >= 1"),

@@ -187,6 +187,8 @@ def test_bad_inputs_are_one_line(data, tmp_path):
               "--image_size", "32", "--image_filter_size", "16", "--max_steps", "4", "--show_progress", "False"]
     cases = [dict(argv=common + ["--placeholder_token", ""], expect="placeholder_token is empty"),
              dict(argv=common + ["--num_vectors", "0"], expect="num_vectors must be >= 1"),
+             dict(argv=common + ["--num_vectors", "100000"], expect="num_vectors 100000: at most 75",
+                  absent=["{tmp}/out"]),
              dict(argv=common + ["--initializer_token", "big red"], expect="must be a single token",
                   absent=["{tmp}/out"]),
              dict(argv=common + ["--placeholder_token", "toy"], expect="already contains the token"),

@@ -18,6 +18,14 @@ from ldm.io.images import save_png_atomic
 _log = logging.getLogger("ldm.train")
 
 
+MAX_CLASS_IMAGES = 100_000   # class images are named 00000.png ... 99999.png
+
+
+def class_images_short(folder, target):
+    """How many images ``folder`` lacks to hold ``target`` (counted, not listed)."""
+    return max(0, int(target) - len(list_images(folder)))
+
+
 def missing_class_images(folder, target):
     """``[(k, path)]`` of the images to generate so that ``folder`` holds ``target`` images."""
     have = list_images(folder)

@@ -35,11 +35,17 @@ MINDONE_TABLE = "cond_stage_model.transformer.embedding_table"
 ADDED_NAME = "cond_stage_model.transformer.added_embeddings"
 
 
+MAX_VECTORS = 75     # a prompt holds 77 tokens, start and end included: no more vectors can ever be used
+
+
 def placeholder_tokens(placeholder_token, num_vectors):
     """``[tok, tok_1, ..., tok_{n-1}]`` (MindONE's dummy tokens for multi-vector concepts)."""
     num_vectors = int(num_vectors)
     if num_vectors < 1:
         raise UserError(f"num_vectors must be >= 1, got {num_vectors}")
+    if num_vectors > MAX_VECTORS:
+        raise UserError(f"num_vectors {num_vectors}: at most {MAX_VECTORS} (a prompt holds 77 tokens with its start "
+                        f"and end, so more vectors could never all be used)")
     if not placeholder_token or not str(placeholder_token).strip():
         raise UserError("placeholder_token is empty (e.g. --placeholder_token '<cat-toy>')")
     return [placeholder_token] + [f"{placeholder_token}_{i}" for i in range(1, num_vectors)]

@@ -18,7 +18,7 @@ import argparse
 import logging
 import os
 
-from ldm.data.class_images import fill_class_images, missing_class_images
+from ldm.data.class_images import MAX_CLASS_IMAGES, class_images_short, fill_class_images
 from ldm.data.dreambooth_dataset import DreamBoothDataset, list_images, paired_batch
 from ldm.diffusion.spec import resolve_spec
 from ldm.errors import UserError
@@ -129,9 +129,12 @@ def validate(cfg):
             raise UserError(f"class_data_dir is not a folder: {cfg.class_data_dir}")
         if cfg.num_class_images < 1:
             raise UserError(f"num_class_images must be >= 1 with with_prior_preservation, got {cfg.num_class_images}")
+        if cfg.num_class_images > MAX_CLASS_IMAGES:
+            raise UserError(f"num_class_images {cfg.num_class_images}: at most {MAX_CLASS_IMAGES} (class images are "
+                            f"named 00000.png-99999.png; MindONE's recipes use 200)")
         if cfg.sample_batch_size < 1:
             raise UserError(f"sample_batch_size must be >= 1, got {cfg.sample_batch_size}")
-        if missing_class_images(cfg.class_data_dir, cfg.num_class_images):   # images will be written there
+        if class_images_short(cfg.class_data_dir, cfg.num_class_images):   # images will be written there
             base.check_output_path(cfg.class_data_dir, "class_data_dir")
     cfg.data_path = [cfg.instance_data_dir]
     base.validate(cfg, unused)
@@ -178,7 +181,7 @@ class DreamBoothRun(TrainRun):
                                     cfg.random_crop, flip, cfg.image_filter_size or cfg.min_image_size, cfg.seed,
                                     filter_small=cfg.filter_small_size, replace_skipped_images=cfg.replace_small_images,
                                     buckets=self.bucket_settings())
-        if cfg.with_prior_preservation and not missing_class_images(cfg.class_data_dir, cfg.num_class_images):
+        if cfg.with_prior_preservation and not class_images_short(cfg.class_data_dir, cfg.num_class_images):
             dataset.attach_class_images(cfg.class_data_dir, cfg.class_prompt)   # checked before any model is built
         return dataset
 
