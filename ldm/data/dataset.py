@@ -158,10 +158,11 @@ def replace_skipped(records, num_skipped, sizes=None):
     return out, list(sizes) + [sizes[k] for k in picks]
 
 
-def sample_rng(seed, epoch, index, copy=0):
+def sample_rng(seed, epoch, index, copy=0, stream=()):
     """The one generator for everything random about sample ``index`` in ``epoch``; ``copy`` > 0 for a
-    repeat of the sample within one epoch (a bucket's last batch filled up), which draws anew."""
-    key = [int(seed), int(epoch), int(index)] + ([int(copy)] if copy else [])
+    repeat of the sample within one epoch (a bucket's last batch filled up), which draws anew;
+    ``stream``: key words of another stream of the same sample (DreamBooth's class partner)."""
+    key = [int(seed), int(epoch), int(index)] + [int(w) for w in stream] + ([int(copy)] if copy else [])
     return np.random.default_rng(key)
 
 
@@ -240,6 +241,13 @@ class ImageCaptionDataset:
     def size_of(self, index):
         """(width, height) sample ``index`` trains at."""
         return self.bucket_of[index] if self.bucket_of is not None else (self.image_size, self.image_size)
+
+    def indices_by_size(self):
+        """[(size, [indices])] in size order: what can be stacked into one batch."""
+        groups = {}
+        for i in range(len(self)):
+            groups.setdefault(self.size_of(i), []).append(i)
+        return sorted(groups.items())
 
     def subset(self, indices):
         """A copy holding only the records ``indices`` (a validation split)."""

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ldm.data.dataset import ImageCaptionDataset, Record, load_image, make_batch, replace_skipped
+from ldm.data.dataset import ImageCaptionDataset, Record, load_image, make_batch, replace_skipped, sample_rng
 from ldm.data.ti_dataset import IMAGE_EXTENSIONS, scan_images
 
 CLASS_STREAM = 0xC1A55   # fourth key word of the class half's generator (the instance half uses three)
@@ -71,8 +71,7 @@ class ClassImages(ImageCaptionDataset):
         self.instance_sizes = None
 
     def sample(self, index, epoch, num_timesteps, latent_shape, copy=0):
-        key = [self.seed, int(epoch), int(index), CLASS_STREAM] + ([int(copy)] if copy else [])
-        rng = np.random.default_rng(key)
+        rng = sample_rng(self.seed, epoch, index, copy, stream=(CLASS_STREAM,))
         rec = self.records[int(rng.integers(0, len(self.records)))]
         size = self.instance_sizes(index) if self.instance_sizes is not None else self.image_size
         image = load_image(rec.path, size, rng, self.random_crop, self.random_flip)

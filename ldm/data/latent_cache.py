@@ -24,10 +24,7 @@ class LatentCache:
         n = len(dataset)
         self.mean, self.logvar = [None] * n, [None] * n    # per record: its bucket's latent shape
         self.context = None
-        by_size = {}
-        for i in range(n):
-            by_size.setdefault(dataset.size_of(i), []).append(i)
-        chunks = [(size, idx[k:k + batch_size]) for size, idx in sorted(by_size.items())
+        chunks = [(size, idx[k:k + batch_size]) for size, idx in dataset.indices_by_size()
                   for k in range(0, len(idx), batch_size)]
         if show_progress:
             from tqdm import tqdm

@@ -40,6 +40,14 @@ _DOMAINS = {
     "min_image_size": (lambda v: v >= 0, ">= 0"),
     "image_filter_size": (lambda v: v >= 0, ">= 0"),
     "num_workers": (lambda v: v >= 1, ">= 1"),
+    # data options (ldm.train.data_options)
+    "keep_tokens": (lambda v: v >= 0, ">= 0"),
+    "caption_tag_dropout_rate": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "caption_dropout_every_n_epochs": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "validation_split": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "min_bucket_reso": (lambda v: v >= 1, ">= 1"),
+    "max_bucket_reso": (lambda v: v >= 1, ">= 1"),
+    "bucket_reso_steps": (lambda v: v >= 0, ">= 0 (0 = the model's size multiple)"),
 }
 
 

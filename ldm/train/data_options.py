@@ -5,7 +5,6 @@ The tables are merged into the trainers' option tables (ldm.train.config and the
 inversion tables drop what does not apply to them); the builders turn a parsed recipe into the data
 layer's settings; :func:`check_data_options` refuses out-of-domain values before anything is built.
 """
-import math
 import os
 
 from ldm.errors import UserError
@@ -64,28 +63,10 @@ BUCKET_OPTIONS = {
 
 CHOICES = {"log_with": ("none", "tensorboard")}
 
-_DOMAINS = {
-    "keep_tokens": (lambda v: v >= 0, ">= 0"),
-    "caption_tag_dropout_rate": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "caption_dropout_every_n_epochs": (lambda v: v >= 0, ">= 0 (0 = off)"),
-    "validation_split": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "min_bucket_reso": (lambda v: v >= 1, ">= 1"),
-    "max_bucket_reso": (lambda v: v >= 1, ">= 1"),
-    "bucket_reso_steps": (lambda v: v >= 0, ">= 0 (0 = the model's size multiple)"),
-}
-
-
 def check_data_options(cfg, model_config=None):
-    """Domains and combinations of the options above that are present in ``cfg`` (one line each); with
-    ``model_config`` also the bucket settings against the model's size multiple."""
-    for name, (ok, what) in _DOMAINS.items():
-        value = getattr(cfg, name, None)
-        if value is None:
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"{name} must be a finite number, got {value}")
-        if not ok(value):
-            raise UserError(f"{name} must be {what}, got {value}")
+    """Combinations of the options above that are present in ``cfg`` (one line each; their numeric
+    domains are ldm.train.checks.check_domains'); with ``model_config`` also the bucket settings against
+    the model's size multiple."""
     if getattr(cfg, "caption_separator", ",") == "":
         raise UserError("caption_separator is empty: give the tag separator (kohya's default is ',')")
     if getattr(cfg, "caption_extension", ".txt") in ("", "."):

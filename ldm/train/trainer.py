@@ -119,13 +119,6 @@ class CompiledForEverySize(nn.Cell):
         return super().__call__(*args)
 
 
-class _unregistered:
-    """Marks a cell TrainStep keeps as a plain attribute (not a child), see TrainStep.__setattr__."""
-
-    def __init__(self, cell):
-        self.cell = cell
-
-
 class TrainStep(nn.Cell):
     """Compiled step functions over a model, its trainable parameters and the update machinery.
 
@@ -164,19 +157,13 @@ class TrainStep(nn.Cell):
         self.hyper_map = ops.HyperMap()
         self.grad_fn = ms.value_and_grad(self._scaled_loss, None, self.params, has_aux=True)
         wrap = ms.jit if jit else (lambda f: f)
-        sized = (lambda f: _unregistered(CompiledForEverySize(f))) if (jit and every_size) else wrap
-        self.encode = sized(self._encode_cached if use_cached_latents else self._encode)
-        self.encode_images = sized(self._encode) if use_cached_latents else self.encode   # validation images
-        self.step = sized(self._step)
-        self.accumulate = sized(self._accumulate)
-        self.apply = wrap(self._apply_accumulated)
-        self.evaluate = sized(self._evaluate)
-
-    def __setattr__(self, name, value):
-        if isinstance(value, _unregistered):     # the every-size cells call this one: no child link back
-            object.__setattr__(self, name, value.cell)
-        else:
-            super().__setattr__(name, value)
+        sized = CompiledForEverySize if (jit and every_size) else wrap
+        compiled = dict(encode=sized(self._encode_cached if use_cached_latents else self._encode),
+                        step=sized(self._step), accumulate=sized(self._accumulate),
+                        apply=wrap(self._apply_accumulated), evaluate=sized(self._losses))
+        compiled["encode_images"] = sized(self._encode) if use_cached_latents else compiled["encode"]  # validation
+        for name, fn in compiled.items():
+            object.__setattr__(self, name, fn)   # plain attributes: an every-size cell calls back into this one
 
     # ---- frozen encoders
     def _encode(self, images, tokens, vae_noise):
@@ -196,9 +183,6 @@ class TrainStep(nn.Cell):
         if isinstance(out, tuple):
             return out[0], out[1]
         return out, ops.stop_gradient(out)
-
-    def _evaluate(self, *inputs):
-        return self._losses(*inputs)
 
     def _scaled_loss(self, *inputs):
         loss, per_sample = self._losses(*inputs)

@@ -51,12 +51,9 @@ class ValidationLoss:
         """[(host batch, real rows)] grouped by size, each of train_batch_size rows."""
         if self._batches is not None:
             return self._batches
-        ds, n = self.dataset, self.batch_size
-        by_size = {}
-        for i in range(len(ds)):
-            by_size.setdefault(ds.size_of(i), []).append(i)
+        n = self.batch_size
         out = []
-        for size, idx in sorted(by_size.items()):
+        for size, idx in self.dataset.indices_by_size():
             shape = self.run.latent_shape_of(size)
             for k in range(0, len(idx), n):
                 part = idx[k:k + n]
