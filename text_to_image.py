@@ -317,9 +317,8 @@ def settings_from_args(args):
                           args.lora_ft_text_encoder)       # the last check: it logs only after its checks
     args.lora_choice = choice
     settings.lora = choice.path
-    for level, *message in notes:
-        logger.log(level, *message)
-    return settings
+    args.startup_notes = notes      # logged once the model, LoRA and embedding have loaded: a refusal there
+    return settings                 # (e.g. an SD 1.x LoRA on an SD 2.x model) must be the only line
 
 
 def _graph_key(args, settings):
@@ -331,6 +330,13 @@ def _graph_key(args, settings):
     files = (settings.config, settings.checkpoint, args.lora_choice.path, settings.data_path,
              settings.negative_data_path, settings.init_image, settings.init_latents)
     return dict(args=key, files=[file_stamp(p) for p in files], settings=repr(settings))
+
+
+def log_startup_notes(args):
+    """The notices settings_from_args collected (attention, memory plan, LoRA flags), once loading worked."""
+    for level, *message in args.startup_notes:
+        logger.log(level, *message)
+    args.lora_choice.log_notes()
 
 
 def main(argv=None):
@@ -356,6 +362,7 @@ def main(argv=None):
     if args.ti_ckpt_path:
         from ldm.models.textual_inversion import load_textual_inversion
         load_textual_inversion(pipe.model, args.ti_ckpt_path)
+    log_startup_notes(args)
 
     def started():                               # after the checks that need the model, before any folder
         logger.info("SD %s, sampler %s, %d steps, scale %s, %dx%d, %d x %d per prompt, checkpoint %s, LoRA %s",

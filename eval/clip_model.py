@@ -17,6 +17,7 @@ import numpy as np
 from mindspore import Parameter, nn, ops
 
 from ldm.errors import CheckpointError, UserError
+from ldm.io.text import read_utf8
 from ldm.models.layers import gelu_erf
 
 from eval.clip_presets import PRESETS, hf_config_from_preset  # noqa: F401  (re-exported)
@@ -280,10 +281,10 @@ def config_from_shapes(state_dict, act="quick_gelu"):
 
 def _read_hf_folder(folder):
     path = os.path.join(folder, "config.json")
+    text = read_utf8(path, "CLIP config")
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not a JSON config ({exc})") from exc
     if not isinstance(config, dict):
         raise UserError(f"{path} is not a JSON object (expected a Hugging Face CLIP config)")
@@ -341,8 +342,10 @@ def read_clip_weights(path, model_name=None):
     config = hf_config_from_preset(model_name) if model_name else config_from_shapes(state)
     side = os.path.splitext(path)[0] + ".json"  # a config written next to our .ckpt wins
     if os.path.isfile(side):
-        with open(side, encoding="utf-8") as f:
-            config = _hf_config(json.load(f))
+        try:
+            config = _hf_config(json.loads(read_utf8(side, "CLIP config")))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{side} is not a JSON config ({exc})") from exc
     return config, state
 
 

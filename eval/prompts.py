@@ -15,6 +15,7 @@ import json
 import os
 
 from ldm.errors import UserError
+from ldm.io.text import read_utf8
 
 from eval.images import list_images
 
@@ -22,15 +23,8 @@ MANIFEST_NAMES = ("manifest.jsonl", "manifest.json", "manifest.csv")
 
 
 def read_text(path, what):
-    """The file's text; a file that is not UTF-8 is a UserError naming it and the byte offset."""
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            return f.read()
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
-                        "save it as UTF-8") from exc
-    except IsADirectoryError as exc:
-        raise UserError(f"{what} {path} is a folder, not a file") from exc
+    """The file's text (the project's one text reader: non-UTF-8 bytes are one line naming the byte)."""
+    return read_utf8(path, what)
 
 
 def _records_from_manifest(path):

@@ -4,6 +4,8 @@ Library code raises :class:`UserError` (or a subclass) with a message that says 
 where possible, how to fix it. CLIs wrap their ``main`` with :func:`run_cli`, so a user sees one
 line on stderr and a non-zero exit instead of a traceback.
 """
+import contextlib
+import logging
 import sys
 
 
@@ -45,3 +47,30 @@ def run_cli(main, argv=None):
     except KeyboardInterrupt:
         _fail(f"{prog}: interrupted", 130)
     sys.exit(code or 0)
+
+
+@contextlib.contextmanager
+def refusals_first():
+    """Hold every log record while the block runs (a run's checks and loading); log them when it
+    succeeds, drop them when it raises. A refusal is then the only line, even where a notice was
+    already due before it (a MindONE flag notice, a skipped-images count)."""
+    held = []
+
+    def hold(record):
+        if all(r is not record for r in held):      # one record reaches every handler on its way
+            held.append(record)
+        return False
+
+    handlers = set(logging.getLogger().handlers)
+    for item in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(item, logging.Logger):
+            handlers.update(item.handlers)
+    for handler in handlers:
+        handler.addFilter(hold)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(hold)
+    for record in held:
+        logging.getLogger(record.name).handle(record)

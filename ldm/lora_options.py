@@ -23,21 +23,26 @@ class LoraChoice:
     path: str = None                  # None: no LoRA is applied
     prefixes: tuple = None            # name prefixes of the adapters to load
     rank: int = None
+    notes: list = dataclasses.field(default_factory=list)   # (level, message): logged once loading worked
+
+    def log_notes(self):
+        for level, message in self.notes:
+            logger.log(level, "%s", message)
 
 
 def resolve_lora(path, use_lora=None, rank=None, ft_unet=True, ft_text_encoder=False):
-    """A LoraChoice from the flags; UserError (one line) for a missing/empty file or an empty selection."""
+    """A LoraChoice from the flags; UserError (one line) for a missing/empty file or an empty selection.
+    Its warnings are kept in ``notes``, for the caller to log after the file has loaded: a refusal
+    that comes later (adapters of another model) must be the only line."""
     from ldm.models.lora import TEXT_PREFIX, UNET_PREFIX, lora_file_summary
     if use_lora is None:
         use_lora = path is not None
     if not use_lora:
-        if path:
-            logger.warning("--use_lora False: --lora_ckpt_path %s is not applied (as MindONE)", path)
-        return LoraChoice()
+        notes = [(logging.WARNING, f"--use_lora False: --lora_ckpt_path {path} is not applied (as MindONE)")]
+        return LoraChoice(notes=notes if path else [])
     if not path:
-        logger.info("--use_lora True without --lora_ckpt_path: the checkpoint is taken to hold the LoRA-merged "
-                    "weights (as MindONE)")
-        return LoraChoice()
+        return LoraChoice(notes=[(logging.INFO, "--use_lora True without --lora_ckpt_path: the checkpoint is "
+                                                "taken to hold the LoRA-merged weights (as MindONE)")])
     if not os.path.isfile(path):
         raise UserError(f"LoRA checkpoint not found: {path}")
     if not (ft_unet or ft_text_encoder):
@@ -50,14 +55,16 @@ def resolve_lora(path, use_lora=None, rank=None, ft_unet=True, ft_text_encoder=F
         held = [name for name in parts if summary[name]] or ["no adapters"]
         raise UserError(f"LoRA checkpoint {path} holds no {' or '.join(chosen)} adapters (it holds: "
                         f"{', '.join(held)}); set --lora_ft_unet / --lora_ft_text_encoder to match")
+    notes = []
     for name, (on, _, flag) in parts.items():
         if on and not summary[name]:
-            logger.warning("%s True but %s holds no %s adapters", flag, path, name)
+            notes.append((logging.WARNING, f"{flag} True but {path} holds no {name} adapters"))
         if not on and summary[name]:
-            logger.warning("%s: %d %s adapter(s) not loaded (%s is False, as MindONE)", path, summary[name],
-                           name, flag)
+            notes.append((logging.WARNING, f"{path}: {summary[name]} {name} adapter(s) not loaded ({flag} is "
+                                           "False, as MindONE)"))
     file_rank = summary["rank"] or summary["recorded_rank"]
     if rank is not None and file_rank is not None and int(rank) != file_rank:
-        logger.warning("--lora_rank %d ignored: the adapters in %s have rank %d (MindONE also takes the "
-                       "file's rank)", rank, path, file_rank)
-    return LoraChoice(path=path, prefixes=tuple(parts[name][1] for name in chosen), rank=file_rank or rank)
+        notes.append((logging.WARNING, f"--lora_rank {rank} ignored: the adapters in {path} have rank "
+                                       f"{file_rank} (MindONE also takes the file's rank)"))
+    return LoraChoice(path=path, prefixes=tuple(parts[name][1] for name in chosen), rank=file_rank or rank,
+                      notes=notes)

@@ -23,13 +23,12 @@ class _StrictLoader(yaml.SafeLoader):
 
 def safe_load_yaml(path):
     """Parse a YAML file strictly (duplicate keys, bad syntax, non-UTF-8 bytes: one UserError line)."""
+    from ldm.io.text import read_utf8
+    text = read_utf8(path, "config file")
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            return yaml.load(f, Loader=_StrictLoader)
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
-    except UnicodeDecodeError as exc:
-        raise UserError(f"config file {path} is not UTF-8 text (byte {exc.start})") from exc
 
 
 def load_config(path):

@@ -1,5 +1,6 @@
 """Setup functions for tests/cli_table.py cases: each makes the bad input a case needs in its folder."""
 import os
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -575,3 +576,138 @@ def data_instances(folder):
 def template_not_utf8(folder):
     """{tmp}/templates.txt with a Latin-1 byte on line 2 (textual inversion's --template_file)."""
     _write(os.path.join(folder, "templates.txt"), b"a photo of a {}\na caf\xe9 with a {}\n")
+
+
+# ---- crafted adapters, embeddings and damaged run files (tests/test_adapter_bad_inputs.py)
+def bad_adapters(folder):
+    """{tmp}/bad/: every file of tests/fixtures/make_bad_adapters.py."""
+    sys.path.insert(0, os.path.join(REPO, "tests", "fixtures"))
+    from make_bad_adapters import write_all
+    write_all(os.path.join(folder, "bad"))
+
+
+_TRAINED = {}
+
+
+def _trained_run(folder):
+    """{tmp}/data, {tmp}/standin.yaml and {tmp}/out: a finished 2-step run of the stand-in model with
+    sd-1/sd-2 checkpoints and train_resume.ckpt (trained once per worker, then copied)."""
+    import shutil
+    import tempfile
+    if "root" not in _TRAINED:
+        root = tempfile.mkdtemp(prefix="trained-run-")
+        train_ok(root)
+        sys.path.insert(0, REPO)
+        from ldm.train.config import parse_config
+        from ldm.train.loop import train
+        train(parse_config(["--model_config", f"{root}/standin.yaml", "--data_path", f"{root}/data", "--output_path",
+                            f"{root}/out", "--image_size", "32", "--train_batch_size", "2", "--max_steps", "2",
+                            "--jit", "False", "--show_progress", "False", "--step_mode", "True",
+                            "--ckpt_save_interval", "1", "--log_level", "logging.ERROR"]))
+        _TRAINED["root"] = root
+    for name in ("data", "out"):
+        shutil.copytree(os.path.join(_TRAINED["root"], name), os.path.join(folder, name))
+    shutil.copy(os.path.join(_TRAINED["root"], "standin.yaml"), folder)
+    return os.path.join(folder, "out", "ckpt")
+
+
+def _flip_middle(path, count=10):
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        middle = len(data) // 2
+        for i in range(middle, middle + count):
+            data[i] ^= 0x5A
+        f.seek(0)
+        f.write(data)
+
+
+def resume_flipped(folder):
+    """A finished run whose train_resume.ckpt has 10 bytes flipped in the middle."""
+    _flip_middle(os.path.join(_trained_run(folder), "train_resume.ckpt"))
+
+
+def resume_truncated(folder):
+    """A finished run, and {tmp}/trunc.ckpt: its resume file cut in half."""
+    ckpt = _trained_run(folder)
+    with open(os.path.join(ckpt, "train_resume.ckpt"), "rb") as f:
+        data = f.read()
+    _write(os.path.join(folder, "trunc.ckpt"), data[:len(data) // 2])
+
+
+def _respelled_resume(folder, spoil):
+    """A finished run whose resume file is rewritten (without CRC) with one float tensor spoiled."""
+    sys.path.insert(0, os.path.join(REPO, "tests", "fixtures"))
+    from make_bad_adapters import write_ckpt
+    from ldm.io.ckpt_proto import read_ckpt
+    path = os.path.join(_trained_run(folder), "train_resume.ckpt")
+    entries = read_ckpt(path)
+    name = next(k for k, v in entries.items() if not isinstance(v, str) and v.dtype.kind == "f" and v.size > 1)
+    entries[name] = spoil(entries[name])
+    write_ckpt(entries, path)
+
+
+def resume_nan_state(folder):
+    def spoil(array):
+        array = array.copy()
+        array.reshape(-1)[0] = float("nan")
+        return array
+    _respelled_resume(folder, spoil)
+
+
+def resume_int_state(folder):
+    _respelled_resume(folder, lambda a: (a * 100).astype("int32"))
+
+
+def ckpt_flipped(folder):
+    """A finished run whose sd-2.ckpt (the newest weights) has 10 bytes flipped in the middle."""
+    _flip_middle(os.path.join(_trained_run(folder), "sd-2.ckpt"))
+
+
+def weights_nan(folder):
+    """{tmp}/nan.ckpt: the tiny shapes base weights with one NaN (no CRC, as from elsewhere)."""
+    import numpy as np
+    sys.path.insert(0, os.path.join(REPO, "tests", "fixtures"))
+    from make_bad_adapters import write_ckpt
+    from ldm.io.ckpt_proto import read_ckpt
+    entries = read_ckpt(os.path.join(REPO, "models", "tiny_shapes_base.ckpt"))
+    name = next(k for k, v in entries.items() if not isinstance(v, str) and v.dtype.kind == "f" and v.size > 1
+                and k.startswith("model.diffusion_model."))
+    entries[name] = entries[name].copy()
+    entries[name].reshape(-1)[0] = np.inf
+    write_ckpt(entries, os.path.join(folder, "nan.ckpt"))
+
+
+def embeds_flipped(folder):
+    """{tmp}/embeds.safetensors written by our writer (CRC in its metadata), then one data byte flipped."""
+    import numpy as np
+    from ldm.convert.readers import write_safetensors
+    path = os.path.join(folder, "embeds.safetensors")
+    write_safetensors({"<cat>": np.ones((1, 32), np.float32)}, path)
+    with open(path, "r+b") as f:
+        f.seek(-5, os.SEEK_END)
+        byte = f.read(1)[0]
+        f.seek(-5, os.SEEK_END)
+        f.write(bytes([byte ^ 0x40]))
+
+
+def peft_config_not_utf8(folder):
+    """{tmp}/peft/: a peft LoRA with an adapter_config.json that is not UTF-8."""
+    import shutil
+    os.makedirs(os.path.join(folder, "peft"))
+    shutil.copy(os.path.join(REPO, "tests", "fixtures", "lora", "sd2_peft.safetensors"), os.path.join(folder, "peft"))
+    _write(os.path.join(folder, "peft", "adapter_config.json"), b'{"r": 4, "note": "caf\xe9"}')
+
+
+def _rank_pattern(folder, payload):
+    train_ok(folder)
+    with open(os.path.join(folder, "pattern.yaml"), "wb") as f:
+        f.write(payload)
+
+
+def train_rank_pattern_typo(folder):
+    """A rank pattern whose key matches no LoRA layer of the stand-in (to_qq for to_q)."""
+    _rank_pattern(folder, b"to_qq: 8\n")
+
+
+def train_rank_pattern_rank_zero(folder):
+    _rank_pattern(folder, b"to_q: {rank: 0, alpha: 2}\n")

@@ -7,11 +7,13 @@ input must give (docs/training.md and docs/txt2img.md, "Bad input": one line on 
 
 * exit code 2;
 * exactly one non-empty stderr line, without "Traceback", that contains the case's ``expect`` text;
-* no file the case lists in ``absent`` (output that would claim to be complete) exists afterwards.
+* no file the case lists in ``absent`` (output that would claim to be complete) exists afterwards;
+* every file below the case's ``unchanged`` paths is as it was before the run.
 
 A case is a dict: ``script`` (path relative to the repo), ``argv`` (list; the token ``{tmp}`` becomes the
 case's own folder, ``{repo}`` the repository), ``expect`` (substring, case-insensitive), optional
-``absent`` (paths with the same tokens), ``setup`` (a name of a function in tests/cli_setups.py called
+``absent`` (paths with the same tokens), ``unchanged`` (files or folders whose every file must be
+byte-identical afterwards, none added or removed: nothing already written is lost), ``setup`` (a name of a function in tests/cli_setups.py called
 with the case folder before the run), ``name``.
 """
 import json
@@ -60,6 +62,8 @@ def failures(cases, results):
             problems.append(f"no {case['expect']!r}")
         if res["absent_found"]:
             problems.append(f"left {res['absent_found']}")
+        if res.get("changed"):
+            problems.append(f"changed {res['changed']}")
         if problems:
             bad.append(f"{name}: {', '.join(problems)}: {res['stderr'].strip()[-400:]!r}")
     return bad

@@ -1,5 +1,6 @@
 """Child side of tests/cli_table.py: run each case's CLI script as __main__ and record what it did."""
 import contextlib
+import hashlib
 import importlib
 import io
 import json
@@ -16,11 +17,26 @@ def _fill(value, folder):
     return value.replace("{tmp}", folder).replace("{repo}", REPO)
 
 
+def snapshot(paths):
+    """{file path: sha256} of every file at or below ``paths`` (what must stay as it was)."""
+    files = {}
+    for top in paths:
+        walk = [(top, [], [""])] if os.path.isfile(top) else os.walk(top)
+        for root, _, names in walk:
+            for name in names:
+                path = os.path.join(root, name) if name else root
+                with open(path, "rb") as f:
+                    files[path] = hashlib.sha256(f.read()).hexdigest()
+    return files
+
+
 def run_case(case, folder):
     os.makedirs(folder, exist_ok=True)
     if case.get("setup"):
         setups = importlib.import_module("tests.cli_setups")
         getattr(setups, case["setup"])(folder)
+    unchanged = [_fill(p, folder) for p in case.get("unchanged", [])]
+    before = snapshot(unchanged)
     argv = [_fill(a, folder) for a in case["argv"]]
     script = os.path.join(REPO, case["script"])
     err, out = io.StringIO(), io.StringIO()
@@ -52,8 +68,10 @@ def run_case(case, folder):
         for handler in list(logging.getLogger().handlers):
             if handler not in root_handlers:
                 logging.getLogger().removeHandler(handler)
+    after = snapshot(unchanged)
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
     return {"code": code, "stderr": err.getvalue(), "stdout": out.getvalue()[-2000:],
-            "absent": [_fill(p, folder) for p in case.get("absent", [])]}
+            "absent": [_fill(p, folder) for p in case.get("absent", [])], "changed": changed}
 
 
 def main(spec_path, out_path):

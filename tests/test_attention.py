@@ -186,6 +186,7 @@ def test_text_to_image_flash_on_cpu_is_one_notice(tmp_path, caplog):
         args = text_to_image.build_parser().parse_args(base + extra)
         with caplog.at_level(logging.INFO):
             text_to_image.settings_from_args(args)
+            text_to_image.log_startup_notes(args)
         notices = [r.getMessage() for r in caplog.records if "flash-attention kernel" in r.getMessage()]
         assert len(notices) == 1 and notices[0].startswith(f"{label}: there is no flash-attention kernel on CPU")
         assert args.attention_settings == AttentionSettings("flash")
@@ -193,4 +194,5 @@ def test_text_to_image_flash_on_cpu_is_one_notice(tmp_path, caplog):
     args = text_to_image.build_parser().parse_args(base)
     with caplog.at_level(logging.INFO):
         text_to_image.settings_from_args(args)
+        text_to_image.log_startup_notes(args)
     assert not [r for r in caplog.records if "attention" in r.getMessage()]      # auto: nothing to say

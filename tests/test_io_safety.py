@@ -75,7 +75,7 @@ def test_a_failed_checkpoint_write_leaves_the_old_file_and_no_temporaries(tmp_pa
     ms_checkpoint.atomic_save([{"name": "w", "data": ms.Tensor(np.ones(3, np.float32))}], str(path))
     before = path.read_bytes()
 
-    def disk_full(params, name, append_dict=None):
+    def disk_full(params, name, append_dict=None, crc_check=False):
         with open(os.path.splitext(name)[0] + ".tmp", "wb") as f:    # what MindSpore writes first
             f.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device", name)

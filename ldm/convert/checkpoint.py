@@ -19,6 +19,7 @@ import numpy as np
 from ldm.convert import names_text
 from ldm.convert.readers import read_weight_file
 from ldm.errors import CheckpointError
+from ldm.io.tensor_checks import check_weight
 from ldm.util import part_params
 
 UNET, VAE, TEXT = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."
@@ -164,13 +165,14 @@ def _summary(kind, names, limit=8):
     return f"{len(names)} {kind}: {', '.join(names[:limit])}{more}"
 
 
-def load_params_into(cell, state_dict, strict=True, prefix="", unexpected=(), assign=True):
+def load_params_into(cell, state_dict, strict=True, prefix="", unexpected=(), assign=True, source="checkpoint"):
     """Copy arrays into ``cell``'s parameters (looked up as ``prefix + param.name``).
 
     Values are cast to each parameter's dtype; shapes must match up to size-1 axes (1x1 conv vs
     linear). With ``strict`` every parameter must be present and every ``prefix``-ed array used;
     otherwise one CheckpointError lists missing / unexpected / shape-mismatched names.
     ``assign=False`` only checks (no copies: used to validate a conversion of a large model).
+    Every value for a floating parameter must be floating and finite (``source`` names the file).
     Returns the list of names that were not loaded (empty when strict).
     """
     import mindspore as ms
@@ -188,6 +190,8 @@ def load_params_into(cell, state_dict, strict=True, prefix="", unexpected=(), as
                 mismatched.append(f"{name} (checkpoint {tuple(value.shape)} vs model {want})")
                 continue
             value = value.reshape(want)
+        if str(param.dtype).lower().startswith(("float", "bfloat")):
+            check_weight(name, value, source)       # a NaN or integer weight would load silently
         values[name] = value
     extra = list(unexpected) + [k for k in state_dict if k.startswith(prefix) and k not in params
                                 and (prefix or k.startswith(MODEL_PREFIXES))]
@@ -234,7 +238,7 @@ def load_model(config, ckpt_path=None, strict=True, adopt_recorded_spec=False, c
     state, unexpected = convert_to_mindone(state, cfg)
     # strict loading sets every parameter, so skip the (slow, large) random initialisation
     model = build_model(cfg, lazy_init=strict, **spec_overrides)
-    load_params_into(model, state, strict=strict, unexpected=unexpected)
+    load_params_into(model, state, strict=strict, unexpected=unexpected, source=ckpt_path)
     model.set_train(False)
     return model
 

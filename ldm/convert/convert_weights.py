@@ -25,13 +25,13 @@ def _source_config(source, config, state):
                     + (f" (probably {hint})" if hint else ""))
 
 
-def _checked_mindone_state(state, cfg):
+def _checked_mindone_state(state, cfg, source="checkpoint"):
     """Rename to MindONE names and load into the (lazily built) model; returns name -> float array in
     the model's parameter order. Raises CheckpointError listing what does not fit."""
     from ldm.models.latent_diffusion import build_model
     converted, unexpected = checkpoint.convert_to_mindone(state, cfg)
     model = build_model(cfg, lazy_init=True)
-    checkpoint.load_params_into(model, converted, strict=True, unexpected=unexpected, assign=False)
+    checkpoint.load_params_into(model, converted, strict=True, unexpected=unexpected, assign=False, source=source)
     out = {}
     for param in model.get_parameters():
         value = np.asarray(converted[param.name])
@@ -72,7 +72,7 @@ def convert_weights(source, target, config=None, config_out=None, to="mindspore"
     if recorded is not None:
         check_recorded_spec(resolve_spec(cfg), recorded, config or "the config", source)
     layout = checkpoint.detect_layout(state)
-    ours = _checked_mindone_state(state, cfg)
+    ours = _checked_mindone_state(state, cfg, source)
     if to == "mindspore":
         save_mindspore_checkpoint(ours, target, dtype, append_dict=spec_record(recorded) if recorded else None)
     else:

@@ -30,10 +30,11 @@ def _read_json(path, required=True):
         if required:
             raise CheckpointError(f"diffusers folder is missing {path}")
         return {}
+    from ldm.io.text import read_utf8
+    text = read_utf8(path, "diffusers config")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc})") from exc
 
 

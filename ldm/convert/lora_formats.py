@@ -32,6 +32,7 @@ from ldm.convert import names_text
 from ldm.convert.names_unet import unet_name_table
 from ldm.convert.readers import read_weight_file, sniff_format, write_safetensors
 from ldm.errors import CheckpointError
+from ldm.io.tensor_checks import check_weight, scalar_value
 
 logger = logging.getLogger(__name__)
 UNET_PREFIX, TEXT_PREFIX = "model.diffusion_model.", "cond_stage_model.transformer."
@@ -93,12 +94,41 @@ def read_lora(path):
     adapter_config = None
     beside = os.path.join(os.path.dirname(os.path.abspath(path)), "adapter_config.json")
     if os.path.isfile(beside):
+        from ldm.io.text import read_utf8
+        text = read_utf8(beside, "adapter config")
         try:
-            with open(beside, encoding="utf-8") as f:
-                adapter_config = json.load(f)
-        except (OSError, ValueError) as exc:
+            adapter_config = json.loads(text)
+        except ValueError as exc:
             raise CheckpointError(f"{beside}: unreadable adapter config ({exc})") from None
-    return LoraFile(path, arrays, metadata, adapter_config)
+    lora = LoraFile(path, arrays, metadata, adapter_config)
+    if lora.layout is not None:
+        check_lora_tensors(arrays, path)
+    return lora
+
+
+def _is_alpha(name):
+    return name == OURS_ALPHA or name.endswith(".alpha")
+
+
+def check_lora_tensors(arrays, path):
+    """Every adapter tensor floating and finite, every alpha one finite number >= 0 (names containing
+    'lora'; a full checkpoint given as a LoRA keeps its own error)."""
+    for name, value in arrays.items():
+        if _is_alpha(name):
+            alpha_value(name, value, path, rank=1)
+        elif "lora" in name.lower():
+            check_weight(name, value, path, "LoRA")
+
+
+def alpha_value(name, value, path, rank):
+    """A file's alpha as kohya-ss reads it: 0 means alpha = rank (scale 1). A negative alpha is refused:
+    it would apply the adapter reversed, which no trainer writes (a reversed LoRA is a negative
+    --lora_scale, said where it is meant)."""
+    alpha = scalar_value(name, value, path, "LoRA alpha")
+    if alpha < 0:
+        raise CheckpointError(f"{path}: {name} is {alpha:g}: a negative LoRA alpha would apply the adapter "
+                              "reversed (kohya-ss writes alpha >= 0, 0 = the rank)")
+    return float(rank) if alpha == 0 else alpha
 
 
 def lora_layout(arrays):
@@ -306,7 +336,7 @@ def _pattern_value(patterns, module):
 def _alpha(lora, module, group, rank, configs):
     """The alpha such that the adapter's scale is alpha / rank (see the module docstring)."""
     if "alpha" in group:
-        return float(np.asarray(group["alpha"]).reshape(-1)[0])
+        return alpha_value(f"{module}.alpha", group["alpha"], lora.path, rank)
     if lora.layout == "kohya":
         return float(rank)
     config = configs.get(_component(module))
@@ -397,8 +427,8 @@ def summary(lora):
 
 
 # ------------------------------------------------------------------ export
-def mindone_entries(arrays):
-    """{prefix: (down, up, alpha)} of a file in our layout (one alpha for all, default rank)."""
+def mindone_entries(arrays, path="LoRA file"):
+    """{prefix: (down, up, alpha)} of a file in our layout (one alpha for all, default rank; 0 = rank)."""
     alpha = arrays.get(OURS_ALPHA)
     out = {}
     for name, down in arrays.items():
@@ -407,8 +437,9 @@ def mindone_entries(arrays):
             up = arrays.get(prefix + OURS_UP[1:])
             if up is None:
                 raise CheckpointError(f"LoRA weight {name} has no {prefix}{OURS_UP[1:]}")
-            out[prefix] = (down, up, float(np.asarray(alpha).reshape(-1)[0]) if alpha is not None
-                           else float(down.shape[0]))
+            rank = down.shape[0]
+            out[prefix] = (down, up, alpha_value(OURS_ALPHA, alpha, path, rank) if alpha is not None
+                           else float(rank))
     return out
 
 
@@ -466,4 +497,4 @@ def export_lora_file(lora_path, config, out_path):
     lora = read_lora(lora_path)
     if lora.layout != "mindone":
         raise CheckpointError(f"{lora_path} is not a LoRA file in our layout (*{OURS_DOWN} names)")
-    return export_diffusers_lora(mindone_entries(lora.arrays), ModelLayout.from_config(cfg), out_path)
+    return export_diffusers_lora(mindone_entries(lora.arrays, lora.path), ModelLayout.from_config(cfg), out_path)

@@ -66,9 +66,12 @@ def write_safetensors(state, path, metadata=None):
     from safetensors.numpy import save_file
     from ldm.errors import UserError
     from ldm.io.atomic import atomic_path
+    from ldm.io.tensor_checks import DIGEST_KEY, content_crc32
     try:
+        state = {k: np.asarray(v, order="C") for k, v in state.items()}     # C order; 0-d stays 0-d (kohya's alpha)
+        metadata = dict(metadata or {}, **{DIGEST_KEY: content_crc32(state)})   # verified when read back
         with atomic_path(path) as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp, metadata=metadata)
+            save_file(state, tmp, metadata=metadata)
     except OSError:
         raise                                   # one line at the CLIs already (ldm.errors.run_cli)
     except Exception as exc:                    # safetensors_rust.SafetensorError has no importable base

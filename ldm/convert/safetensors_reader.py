@@ -12,6 +12,7 @@ import os
 import struct
 
 from ldm.errors import CheckpointError
+from ldm.io.tensor_checks import DIGEST_KEY, check_content_crc32
 from ldm.io.raw_tensors import BF16, BOOL, MAX_DIMS, contiguous_array, element_size, is_count, numel
 
 DTYPES = {
@@ -103,9 +104,13 @@ def read_safetensors(path):
                 raise _Bad(f"header length {header_len} is over the {MAX_HEADER}-byte limit")
             start = 8 + header_len
             entries = parse_header(mm[8:start], size - start)
-            return {name: contiguous_array(mm, start + begin, kind, shape)
-                    for name, kind, shape, begin, _ in entries}
+            arrays = {name: contiguous_array(mm, start + begin, kind, shape)
+                      for name, kind, shape, begin, _ in entries}
+            recorded = json.loads(mm[8:start].decode("utf-8")).get("__metadata__", {}).get(DIGEST_KEY)
     except _Bad as exc:
         raise CheckpointError(f"{path}: corrupt safetensors file: {exc}") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+    if recorded is not None:        # written by us (ldm.convert.readers.write_safetensors)
+        check_content_crc32(arrays, recorded, path)
+    return arrays

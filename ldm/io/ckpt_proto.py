@@ -159,7 +159,8 @@ def parse_entries(buf, size):
         with memoryview(buf) as view:
             crc = zlib.crc32(view[:end])
         if crc != recorded:
-            raise _Bad("CRC check failed (the file is damaged)")
+            raise _Bad("its CRC-32 does not match: the file was damaged after it was written (disk or copy); "
+                       "use another copy or an earlier checkpoint")
     entries, names = [], set()
     for number, wire, value in _fields(buf, 0, end):
         if number != 1:

@@ -10,15 +10,18 @@ from mindspore import Tensor
 from ldm.errors import CheckpointError
 from ldm.io.atomic import atomic_path
 from ldm.io.ckpt_proto import read_ckpt
+from ldm.io.tensor_checks import check_weight
 
 
 def atomic_save(params, path, append_dict=None):
     """``params``: a Cell, or a list of Parameters / ``{"name", "data"}`` dicts. Returns ``path``."""
     if isinstance(params, (list, tuple)):
         params = [p if isinstance(p, dict) else {"name": p.name, "data": p} for p in params]
-    # MindSpore itself writes "<tmp minus .ckpt>.tmp" first and renames it: remove that too on failure
+    # MindSpore itself writes "<tmp minus .ckpt>.tmp" first and renames it: remove that too on failure.
+    # crc_check appends a CRC-32 of the file, which every read verifies (ldm.io.ckpt_proto): a file
+    # damaged after it was written is refused instead of resumed from; MindSpore's own loader skips it.
     with atomic_path(path, leftovers=lambda tmp: [os.path.splitext(tmp)[0] + ".tmp"]) as tmp:
-        ms.save_checkpoint(params, tmp, append_dict=append_dict)
+        ms.save_checkpoint(params, tmp, append_dict=append_dict, crc_check=True)
     return path
 
 
@@ -33,7 +36,8 @@ def read_checkpoint(path):
 
 
 def assign_arrays(params, arrays, path, strict=True):
-    """Copy ``arrays[p.name]`` into each Parameter; missing/shape-mismatched names -> CheckpointError."""
+    """Copy ``arrays[p.name]`` into each Parameter; missing/shape-mismatched names, or a non-float or
+    non-finite value for a float Parameter -> CheckpointError."""
     missing, mismatched = [], []
     for p in params:
         if p.name not in arrays:
@@ -43,7 +47,9 @@ def assign_arrays(params, arrays, path, strict=True):
         if tuple(value.shape) != tuple(p.shape):
             mismatched.append(f"{p.name} {tuple(value.shape)} vs {tuple(p.shape)}")
             continue
-        p.set_data(Tensor(value.astype(ms.dtype_to_nptype(p.dtype))))
+        if str(p.dtype).lower().startswith(("float", "bfloat")):
+            check_weight(p.name, value, path, "state")
+        p.set_data(Tensor(value, dtype=p.dtype))
     if strict and (missing or mismatched):
         parts = []
         if missing:

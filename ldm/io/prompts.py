@@ -2,20 +2,17 @@
 import os
 
 from ldm.errors import UserError
+from ldm.io.text import utf8_lines
 
 
 def iter_prompt_file(path, keep_blank=False):
     """Yield the non-blank lines of a UTF-8 prompt file (stripped), one at a time (``keep_blank``: the
     blank ones too, as "", for files paired line by line); bytes that are not UTF-8 are one UserError
     naming the file and line."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                raise UserError(f"prompt file {path} line {number} is not UTF-8 text (byte {exc.start})") from exc
-            if line or keep_blank:
-                yield line
+    for _, line in utf8_lines(path):
+        line = line.strip()
+        if line or keep_blank:
+            yield line
 
 
 def check_prompt_file(path):

@@ -161,7 +161,7 @@ def load_lora(model, path, scale=1.0, prefixes=None):
     from ldm.convert import lora_formats
     lora = lora_formats.read_lora(path)
     if lora.layout == "mindone":
-        entries = lora_formats.mindone_entries(lora.arrays)
+        entries = lora_formats.mindone_entries(lora.arrays, path)
     elif lora.layout is None:
         raise lora_formats.unknown_layout_error(path, lora.arrays)
     else:

@@ -28,6 +28,7 @@ import mindspore as ms
 import numpy as np
 
 from ldm.errors import CheckpointError, UserError
+from ldm.io.tensor_checks import check_weight
 
 _log = logging.getLogger("ldm.textual_inversion")
 
@@ -129,7 +130,12 @@ def save_learned_embeds(path, rows, placeholder_token):
     return path
 
 
-def _rows(value, path):
+def _rows(value, path, name):
+    """The embedding rows [n, dim] float32; a non-float or non-finite tensor is one CheckpointError
+    naming the file and the tensor (a NaN embedding would draw black images)."""
+    if not isinstance(value, np.ndarray):
+        raise CheckpointError(f"{path}: {name} is a {type(value).__name__}, not a tensor")
+    check_weight(name, value, path, "textual-inversion embedding")
     arr = np.asarray(value, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr[None]
@@ -147,7 +153,7 @@ def read_embedding_file(path):
         entries = read_mindspore(path)
         if MINDONE_TABLE not in entries:
             raise CheckpointError(f"{path}: not a MindONE textual-inversion checkpoint (no {MINDONE_TABLE})")
-        rows = _rows(entries[MINDONE_TABLE], path)
+        rows = _rows(entries[MINDONE_TABLE], path, MINDONE_TABLE)
         token = str(entries["placeholder_token"]) if "placeholder_token" in entries else ""
         if "num_vectors" in entries and int(entries["num_vectors"]) != rows.shape[0]:
             raise CheckpointError(f"{path}: num_vectors {int(entries['num_vectors'])} but {rows.shape[0]} rows")
@@ -163,14 +169,15 @@ def read_embedding_file(path):
             raise CheckpointError(f"{path}: string_to_param must hold one embedding")
         name = state.get("name")
         token = name if isinstance(name, str) and name else os.path.splitext(os.path.basename(path))[0]
-        return token, _rows(next(iter(params.values())), path)
+        key, value = next(iter(params.items()))
+        return token, _rows(value, path, f"string_to_param[{key!r}]")
     arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
     if len(arrays) != 1:
         raise CheckpointError(f"{path}: expected one embedding {{token: [n, dim]}}, found {len(arrays)} tensors")
     token, value = next(iter(arrays.items()))
     if token == "emb_params":                               # A1111 .safetensors: no name inside
         token = os.path.splitext(os.path.basename(path))[0]
-    return str(token), _rows(value, path)
+    return str(token), _rows(value, path, str(token))
 
 
 class TextualInversion:

@@ -16,6 +16,7 @@ with EOT (SD 1.x, as transformers' CLIPTokenizer in SD1 pipelines) or 0 (SD 2.x,
 import functools
 import gzip
 import html
+import logging
 import os
 
 import ftfy
@@ -23,6 +24,8 @@ import numpy as np
 import regex
 
 from ldm.errors import UserError
+
+_log = logging.getLogger("ldm.tokenizer")
 
 DEFAULT_VOCAB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpe_simple_vocab_16e6.txt.gz")
 SOT_TOKEN = "<|startoftext|>"
@@ -100,6 +103,7 @@ class CLIPTokenizer:
         self.eot_id = self.encoder[EOT_TOKEN]
         self.vocab_size = len(self.encoder)
         self.context_length = int(context_length)
+        self.cut_noted = False          # one notice per tokenizer (per run) for prompts that are cut
         pad = resolve_pad_token(pad_token)
         self.pad_id = self.eot_id if pad == "eot" else pad
         self._cache = {SOT_TOKEN: SOT_TOKEN, EOT_TOKEN: EOT_TOKEN}
@@ -190,8 +194,18 @@ class CLIPTokenizer:
         raw = bytearray(self.byte_decoder[c] for c in symbols.replace("</w>", self.byte_encoder[ord(" ")]))
         return raw.decode("utf-8", errors="replace").strip()
 
+    def _note_cut(self, text, count):
+        if self.cut_noted:
+            return
+        self.cut_noted = True
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        _log.warning("a prompt of %d tokens is cut to the text encoder's %d: %r (later cut prompts are not "
+                     "reported; text_to_image.py --support_long_prompts encodes long prompts whole)",
+                     count, self.context_length, shown)
+
     def __call__(self, texts):
-        """List of prompts (or one string) -> int32 array (N, context_length)."""
+        """List of prompts (or one string) -> int32 array (N, context_length); a prompt longer than that
+        is cut (EOT kept last), with one notice per tokenizer."""
         if isinstance(texts, str):
             texts = [texts]
         out = np.full((len(texts), self.context_length), self.pad_id, dtype=np.int32)
@@ -200,6 +214,7 @@ class CLIPTokenizer:
                 raise UserError(f"prompts must be strings, got {type(text).__name__}")
             ids = [self.sot_id] + self.encode(text) + [self.eot_id]
             if len(ids) > self.context_length:
+                self._note_cut(text, len(ids))
                 ids = ids[: self.context_length]
                 ids[-1] = self.eot_id
             out[row, : len(ids)] = ids

@@ -28,6 +28,11 @@ MODEL_CONFIG_NAME = "model_config.yaml"
 META_KEYS = ("global_step", "epoch", "seed", "world_size")
 
 
+def resume_file(output_path):
+    """Where a run in ``output_path`` keeps its resume file (known before the folder is created)."""
+    return os.path.join(output_path, CKPT_DIR, RESUME_NAME)
+
+
 class CheckpointManager:
     """Saves ``sd-{tag}.ckpt`` files, keeps the last ``max_keep``, and the resume file."""
 

@@ -19,9 +19,9 @@ from mindspore import Tensor, nn
 
 from ldm.data.dataset import ImageCaptionDataset, batch_plan, make_batch
 from ldm.diffusion.spec import spec_record, with_spec
-from ldm.errors import UserError
+from ldm.errors import UserError, refusals_first
 from ldm.models import lora as lora_lib
-from ldm.train.checkpoint import CheckpointManager, load_resume
+from ldm.train.checkpoint import CheckpointManager, load_resume, resume_file
 from ldm.train.ema import EMA
 from ldm.train import mindone_flags
 from ldm.train.config import log_level_value
@@ -270,13 +270,13 @@ class TrainRun:
                                  self.scaler, cfg.clip_grad, cfg.max_grad_norm, cfg.drop_overflow_update,
                                  cfg.gradient_accumulation_steps, use_cached_latents=self.cache is not None,
                                  jit=cfg.jit, every_size=self.every_size)
+        self.global_step = 0
+        self.last_good = None
+        self.resume()      # before anything is written: a refused resume file leaves the output folder as it was
         self.ckpts = CheckpointManager(cfg.output_path, cfg.ckpt_max_keep)
         if self.is_main:
             self.ckpts.save_model_config(self.model_config)
             mindone_flags.write_args_yaml(cfg)
-        self.global_step = 0
-        self.last_good = None
-        self.resume()
         self.metrics = MetricsLog(cfg.output_path, resume_step=self.global_step if cfg.resume else None,
                                   num_train_timesteps=self.schedule.num_train_timesteps) if self.is_main else None
         self.board = open_logger(cfg.log_with, cfg.output_path) if self.is_main else None
@@ -395,7 +395,7 @@ class TrainRun:
         cfg = self.cfg
         if not cfg.resume:
             return
-        path = cfg.resume if isinstance(cfg.resume, str) else self.ckpts.resume_path
+        path = cfg.resume if isinstance(cfg.resume, str) else resume_file(cfg.output_path)
         if not os.path.isfile(path):
             if isinstance(cfg.resume, str):
                 raise UserError(f"resume checkpoint not found: {path}")
@@ -669,4 +669,6 @@ def train(cfg, make_sampler=None):
     """Run a parsed recipe (ldm.train.config.parse_config). Returns a summary dict.
     ``make_sampler``: see :class:`TrainRun` (needed only with validation_steps)."""
     with no_leftovers(cfg.output_path):
-        return TrainRun(cfg, make_sampler).run()
+        with refusals_first():          # notices of the start only once nothing refused the run
+            run = TrainRun(cfg, make_sampler)
+        return run.run()

@@ -94,7 +94,8 @@ def load_without_unet(model, config, path):
     """Load every weight of ``path`` except the UNet's (unet_initialize_random); the rest must fit."""
     from ldm.convert.checkpoint import load_params_into
     state = {k: v for k, v in _mindone_state(path, config).items() if not k.startswith(UNET_PREFIX)}
-    missing = [n for n in load_params_into(model, state, strict=False) if not n.startswith(UNET_PREFIX)]
+    loaded = load_params_into(model, state, strict=False, source=path)
+    missing = [n for n in loaded if not n.startswith(UNET_PREFIX)]
     if missing:
         raise CheckpointError(f"{path} does not fit the model outside the UNet: {len(missing)} missing, "
                               f"e.g. {missing[0]}")
@@ -108,7 +109,7 @@ def load_custom_text_encoder(model, config, path):
     text = {k: v for k, v in _mindone_state(path, config).items() if k.startswith(TEXT_PREFIX)}
     if not text:
         raise CheckpointError(f"custom_text_encoder {path} holds no {TEXT_PREFIX}* weights")
-    load_params_into(model.cond_stage_model, text, strict=True)
+    load_params_into(model.cond_stage_model, text, strict=True, source=path)
     _log.info("custom_text_encoder: text encoder weights from %s (%d arrays)", path, len(text))
     return model
 

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from ldm.errors import UserError
+from ldm.errors import UserError, refusals_first
 from ldm.train.data_options import CAPTION_OPTIONS
 from ldm.models import textual_inversion as ti
 from ldm.train import config as base
@@ -236,4 +236,6 @@ def train_textual_inversion(cfg, make_sampler=None):
     ``make_sampler``: as for :class:`TrainRun` (validation images; the model's tokenizer expands the
     placeholder in their prompts)."""
     with no_leftovers(cfg.output_path):
-        return TextualInversionRun(cfg, make_sampler).run()
+        with refusals_first():          # notices of the start only once nothing refused the run
+            run = TextualInversionRun(cfg, make_sampler)
+        return run.run()
