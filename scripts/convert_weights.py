@@ -6,6 +6,8 @@
   back to diffusers names: one .safetensors with unet./vae./text_encoder. prefixes, or a diffusers folder
     python scripts/convert_weights.py --source ours.ckpt --config CFG --target out.safetensors --to diffusers
     python scripts/convert_weights.py --source ours.ckpt --config CFG --target sd_folder --to diffusers
+  our LoRA file to another tool's LoRA .safetensors:
+    python scripts/convert_weights.py --source sd-N_lora.ckpt --config CFG --target lora.safetensors --to kohya_lora
 """
 import os
 import sys
@@ -33,11 +35,13 @@ def parse_args(argv):
                         "single-file sources, optional for a diffusers folder (derived from its config files)")
     p.add_argument("--config_out", default=None,
                    help="also write the model YAML used (for a diffusers folder: the one derived from it)")
-    p.add_argument("--to", choices=("mindspore", "diffusers", "diffusers_lora"), default="mindspore",
+    p.add_argument("--to", choices=("mindspore", "diffusers", "diffusers_lora", "kohya_lora"), default="mindspore",
                    help="mindspore: our .ckpt with MindONE parameter names (default); diffusers: "
                         "diffusers/transformers names (file or folder, see --target); diffusers_lora: --source is "
                         "our LoRA .ckpt (sd-N_lora.ckpt), --target a .safetensors that diffusers' "
-                        "load_lora_weights reads (--config required)")
+                        "load_lora_weights reads (--config required); kohya_lora: the same LoRA as a kohya-ss "
+                        ".safetensors (lora_unet_*/lora_te_* with lora_down/lora_up/alpha; conv LoRA as LoCon) for "
+                        "A1111, ComfyUI and sd-scripts (--config required; DoRA files are refused)")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
                    help="storage precision of a MindSpore .ckpt target: fp16 halves the file (weights are "
                         "cast back to the model's dtype on load)")
@@ -54,11 +58,11 @@ def check_args(args):
         raise UserError(f"--target {args.target} is the source itself: give a new file name")
     if args.dtype != "fp32" and args.to != "mindspore":
         raise UserError(f"--dtype {args.dtype} applies to a MindSpore .ckpt target only (--to mindspore)")
-    if args.to == "diffusers_lora":
+    if args.to in ("diffusers_lora", "kohya_lora"):
         if args.config is None:
-            raise UserError("--to diffusers_lora needs --config (the model YAML the LoRA was trained on)")
+            raise UserError(f"--to {args.to} needs --config (the model YAML the LoRA was trained on)")
         if not args.target.endswith(".safetensors"):
-            raise UserError(f"--target {args.target}: a diffusers LoRA file must end in .safetensors")
+            raise UserError(f"--target {args.target}: a {args.to.split('_')[0]} LoRA file must end in .safetensors")
     folder_target = args.to == "diffusers" and not args.target.endswith(".safetensors")
     if folder_target:
         output_folder(args.target, "--target")
@@ -75,9 +79,9 @@ def check_args(args):
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
-    if args.to == "diffusers_lora":
+    if args.to in ("diffusers_lora", "kohya_lora"):
         from ldm.convert.lora_formats import export_lora_file
-        print(export_lora_file(args.source, args.config, args.target))
+        print(export_lora_file(args.source, args.config, args.target, to=args.to))
         return 0
     from ldm.convert.convert_weights import convert_weights
     summary = convert_weights(args.source, args.target, config=args.config, config_out=args.config_out,

@@ -132,20 +132,22 @@ def test_training_samplers_img2img_and_validation_share_one_schedule(schedule, z
         made.append(Text2ImagePipeline(model, model_config, compile=False))
         return made[-1]
 
-    cfg = parse_config(["--model_config", _standin_config(tmp_path, schedule, zero, pred), "--data_path", shapes,
-                        "--output_path", str(tmp_path / "run"), "--image_size", "32", "--train_batch_size", "4",
-                        "--max_steps", "1", "--jit", "False", "--show_progress", "False",
-                        "--validation_prompts", "a red circle", "--validation_steps", "1",
-                        # DDIM's first step needs x0 at t=999, which an eps model cannot give at zero SNR
-                        "--validation_sampler", "euler" if (zero and pred == "eps") else "ddim"])
-    run = TrainRun(cfg, make_sampler)
-    batch, _, (abar, _) = run.host_batch(0, 0)
-    np.testing.assert_array_equal(abar, expected[batch["t"]].astype(np.float32))
-    assert run.schedule.alphas_cumprod is run.model.spec.schedule.alphas_cumprod
-    np.testing.assert_array_equal(run.schedule.alphas_cumprod, expected)
-    validation = made[0].make_sampler(cfg.validation_sampler)
-    np.testing.assert_array_equal(validation.schedule.alphas_cumprod, expected)
-    assert validation.timestep_spacing == ("trailing" if zero else "leading")
+    argv = ["--model_config", _standin_config(tmp_path, schedule, zero, pred), "--data_path", shapes,
+            "--output_path", str(tmp_path / "run"), "--image_size", "32", "--train_batch_size", "4",
+            "--max_steps", "1", "--jit", "False", "--show_progress", "False",
+            "--validation_prompts", "a red circle", "--validation_steps", "1", "--validation_sampler", "ddim"]
+    if zero and pred == "eps":      # an eps model has no x0 at SNR 0: training it is refused up front
+        with pytest.raises(UserError, match="prediction_type eps .*with rescale_zero_snr True"):
+            parse_config(argv)
+    else:
+        run = TrainRun(parse_config(argv), make_sampler)
+        batch, _, terms = run.host_batch(0, 0)
+        np.testing.assert_array_equal(terms.alphas_cumprod, expected[batch["t"]].astype(np.float32))
+        assert run.schedule.alphas_cumprod is run.model.spec.schedule.alphas_cumprod
+        np.testing.assert_array_equal(run.schedule.alphas_cumprod, expected)
+        validation = made[0].make_sampler("ddim")
+        np.testing.assert_array_equal(validation.schedule.alphas_cumprod, expected)
+        assert validation.timestep_spacing == ("trailing" if zero else "leading")
 
     # txt2img: every sampler the pipeline makes for this model
     ms.set_seed(0)

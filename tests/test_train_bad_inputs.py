@@ -43,6 +43,25 @@ FLAG_CASES = [
     ("snr_gamma", "-5", "snr_gamma must be > 0"),
     ("snr_gamma", "inf", "snr_gamma must be a finite number"),
     ("noise_offset", "nan", "noise_offset must be a finite number"),
+    # kohya's objective options (ldm.train.objective_options)
+    ("loss_type", "l3", "loss_type must be one of l2 | l1 | huber | smooth_l1"),
+    ("huber_schedule", "linear", "huber_schedule must be one of constant | exponential | snr"),
+    ("huber_c", "0", "huber_c must be > 0"),
+    ("huber_c", "-0.1", "huber_c must be > 0"),
+    ("huber_c", "nan", "huber_c must be a finite number"),
+    ("huber_scale", "0", "huber_scale must be > 0"),
+    ("min_timestep", "-1", "min_timestep must be >= 0"),
+    ("max_timestep", "0", "max_timestep must be >= 1"),
+    ("max_timestep", "2.5", "bad value for max_timestep"),
+    ("ip_noise_gamma", "-0.1", "ip_noise_gamma must be >= 0"),
+    ("ip_noise_gamma", "inf", "ip_noise_gamma must be a finite number"),
+    ("multires_noise_iterations", "-1", "multires_noise_iterations must be in [0, 16]"),
+    ("multires_noise_iterations", "17", "multires_noise_iterations must be in [0, 16]"),
+    ("multires_noise_discount", "0", "multires_noise_discount must be in (0, 1]"),
+    ("multires_noise_discount", "1.5", "multires_noise_discount must be in (0, 1]"),
+    ("adaptive_noise_scale", "nan", "adaptive_noise_scale must be a finite number"),
+    ("v_pred_like_loss", "-1", "v_pred_like_loss must be >= 0"),
+    ("scale_v_pred_loss_like_noise_pred", "maybe", "bad value for scale_v_pred_loss_like_noise_pred"),
     ("drop_text_prob", "1.5", "drop_text_prob must be in [0, 1]"),
     ("drop_text_prob", "nan", "drop_text_prob must be a finite number"),
     ("init_loss_scale", "0", "init_loss_scale must be > 0"),
@@ -57,6 +76,9 @@ FLAG_CASES = [
     ("warmup_steps", "-1", "warmup_steps must be >= 0"),
     ("lora_rank", "0", "lora_rank must be >= 1"),
     ("lora_alpha", "-1", "lora_alpha must be >= 0"),
+    ("conv_dim", "-1", "conv_dim must be >= 0"),
+    ("conv_alpha", "-1", "conv_alpha must be >= 0"),
+    ("conv_alpha", "nan", "conv_alpha must be a finite number"),
     ("lora_scale", "nan", "lora_scale must be a finite number"),
     ("ckpt_save_interval", "0", "ckpt_save_interval must be >= 1"),
     ("ckpt_max_keep", "-1", "ckpt_max_keep must be >= 0"),
@@ -65,11 +87,33 @@ FLAG_CASES = [
     ("validation_sampling_steps", "0", "validation_sampling_steps must be >= 1"),
     ("validation_guidance_scale", "nan", "validation_guidance_scale must be a finite number"),
     ("min_image_size", "-1", "min_image_size must be >= 0"),
-    ("scheduler", "linear", "scheduler must be one of"),
-    ("optim", "lion", "optim must be one of"),
+    ("scheduler", "linear", "scheduler must be one of constant | cosine_decay | polynomial_decay | "
+                            "cosine_with_restarts, got 'linear'"),
+    ("optim", "adamw8bit", "optim must be one of adamw | adam | momentum | sgd | lion | lamb | adafactor | prodigy"),
+    ("optimizer_type", "AdamW8bit", "bad value for optimizer_type: 'AdamW8bit' (not supported here; choose one of "
+                                    "AdamW, AdaFactor, Lion, Prodigy"),
+    ("optimizer_args", "lr", "bad value for optimizer_args"),
+    ("unet_lr", "-1", "unet_lr must be >= 0"),
+    ("text_encoder_lr", "nan", "text_encoder_lr must be a finite number"),
+    ("lr_scheduler_num_cycles", "0", "lr_scheduler_num_cycles must be >= 1"),
+]
+# kohya-ss's optimizer_args, checked against the chosen optimiser's keys and domains
+OPTIMIZER_ARGS_CASES = [
+    (["--optim", "prodigy", "--optimizer_args", "d_coeff=2", "safeguard_warmup=True"],
+     "optimizer_args: d_coeff not accepted by prodigy; its keys: betas, beta3, eps, weight_decay, decouple, "
+     "use_bias_correction, safeguard_warmup, d0, d_coef, growth_rate, slice_p"),
+    (["--optimizer_type", "Prodigy", "--optimizer_args", "d_coef=0"], "d_coef of prodigy must be > 0, got 0.0"),
+    (["--optim", "lion", "--optimizer_args", "betas=0.9,1.2"], "betas of lion must be two numbers in [0, 1)"),
+    (["--optim", "adafactor", "--optimizer_args", "warmup_init=True relative_step=False"],
+     "warmup_init=True needs relative_step=True"),
+    (["--optim", "adamw", "--optimizer_args", "d_coef=2"], "d_coef not accepted by adamw; its keys: betas, eps, "
+                                                          "weight_decay"),
 ]
 
 CASES = [case(f"--{flag} {value}", [f"--{flag}={value}"], expect) for flag, value, expect in FLAG_CASES] + [
+    case(" ".join(extra), extra, expect) for extra, expect in OPTIMIZER_ARGS_CASES] + [
+    dict(name="textual inversion: no unet_lr (only the new embeddings train)", script="train_textual_inversion.py",
+         argv=["--unet_lr", "1e-4"], expect="unrecognized arguments: --unet_lr", absent=[]),
     case("epochs 0 without max_steps", ["--epochs", "0", "--max_steps", "0"], "set epochs >= 1 or max_steps >= 1"),
     case("validation sampler bogus (validation off)", ["--validation_sampler", "bogus"],
          "validation_sampler 'bogus' is not a sampler"),
@@ -80,6 +124,14 @@ CASES = [case(f"--{flag} {value}", [f"--{flag}={value}"], expect) for flag, valu
     case("tiny-v2: image_size 34", ["--model_config", "configs/tiny-v2.yaml", "--image_size", "34"],
          "must be a multiple of 4"),
     case("LoRA without targets", ["--use_lora", "True", "--lora_ft_unet", "False"], "use_lora needs"),
+    case("DoRA without LoRA", ["--use_dora", "True"], "use_dora needs use_lora True"),
+    case("conv_alpha without conv_dim", ["--use_lora", "True", "--conv_alpha", "1"], "conv_alpha needs conv_dim"),
+    case("rank pattern file missing", ["--use_lora", "True", "--lora_rank_pattern", "{tmp}/nope.yaml"],
+         "lora_rank_pattern not found"),
+    case("rank pattern: rank 0", ["--use_lora", "True", "--lora_rank_pattern", "{tmp}/pattern.yaml"],
+         "rank must be an integer >= 1", setup="train_rank_pattern_rank_zero"),
+    case("rank pattern: key matches no layer", ["--use_lora", "True", "--lora_rank_pattern", "{tmp}/pattern.yaml"],
+         "1 key(s) match no LoRA layer: 'to_qq'", setup="train_rank_pattern_typo"),
     case("model config missing", ["--model_config", "{tmp}/nope.yaml"], "model_config not found"),
     case("data path missing", ["--data_path", "{tmp}/nodata"], "data_path not found"),
     case("pretrained weights missing", ["--pretrained_model_path", "{tmp}/w.ckpt"], "pretrained_model_path not found"),
@@ -137,6 +189,52 @@ CASES = [case(f"--{flag} {value}", [f"--{flag}={value}"], expect) for flag, valu
     case("recipe: NaN learning rate", ["--start_learning_rate", "nan"], "start_learning_rate must be a finite",
          base=RECIPE),
 ]
+
+# kohya's objective options: combinations that are undefined for the run's model (the stand-in is a v model;
+# --prediction_type eps makes it an eps one), each one line naming both settings
+EPS = ["--prediction_type", "eps"]
+CASES += [
+    case("eps model with zero terminal SNR", EPS + ["--rescale_zero_snr", "True"],
+         "prediction_type eps (--prediction_type) with rescale_zero_snr True"),
+    case("min_timestep = max_timestep", ["--min_timestep", "500", "--max_timestep", "500"],
+         "min_timestep 500 must be below max_timestep 500"),
+    case("min_timestep at the model's T", ["--min_timestep", "1000"], "min_timestep 1000 must be below max_timestep 1000"),
+    case("max_timestep beyond the model's T", ["--max_timestep", "1001"],
+         "max_timestep 1001 is beyond the model's 1000 training timesteps"),
+    case("scale_v_pred_loss_like_noise_pred on an eps model", EPS + ["--scale_v_pred_loss_like_noise_pred", "True"],
+         "scale_v_pred_loss_like_noise_pred needs prediction_type v, got eps"),
+    case("v_pred_like_loss on a v model", ["--v_pred_like_loss", "0.1"],
+         "v_pred_like_loss needs prediction_type eps, got v (the model config's prediction_type)"),
+    case("adaptive_noise_scale without noise_offset", ["--adaptive_noise_scale", "0.1"],
+         "adaptive_noise_scale needs noise_offset"),
+    case("noise_offset_random_strength without noise_offset", ["--noise_offset_random_strength", "True"],
+         "noise_offset_random_strength needs noise_offset"),
+    case("ip_noise_gamma_random_strength without ip_noise_gamma", ["--ip_noise_gamma_random_strength", "True"],
+         "ip_noise_gamma_random_strength needs ip_noise_gamma"),
+    case("Huber threshold whose square overflows float32", ["--loss_type", "huber", "--huber_schedule", "constant",
+                                                            "--huber_c", "1e20"], "not a usable float32"),
+    case("v_pred_like_loss weight overflows float32", EPS + ["--v_pred_like_loss", "1e38"],
+         "v_pred_like_loss 1e+38: the loss weight at t=488 is not finite in float32"),
+]
+KOHYA_DB = ["-c", "configs/train/train_config_dreambooth_v2.yaml", "--model_config", "configs/tiny-v2-vpred.yaml",
+            "--instance_data_dir", "{tmp}/inst", "--with_prior_preservation", "False", "--output_path", "{tmp}/out",
+            "--image_size", "32", "--max_steps", "1", "--show_progress", "False", "--pretrained_model_path", ""]
+KOHYA_TI = ["-c", "configs/train/train_config_textual_inversion_v2.yaml", "--model_config", "configs/tiny-v2.yaml",
+            "--train_data_dir", "{tmp}/inst", "--output_path", "{tmp}/out", "--image_size", "32",
+            "--image_filter_size", "16", "--max_steps", "4", "--show_progress", "False"]
+CASES += [dict(case(name, extra, expect, setup="data_instances", base=base), script=script) for name, script, base,
+          extra, expect in [
+              ("dreambooth: v_pred_like_loss on its v model", "train_dreambooth.py", KOHYA_DB,
+               ["--v_pred_like_loss", "0.5"], "v_pred_like_loss needs prediction_type eps, got v"),
+              ("dreambooth: huber_c 0", "train_dreambooth.py", KOHYA_DB, ["--huber_c", "0"], "huber_c must be > 0"),
+              ("textual inversion: its eps model with zero terminal SNR", "train_textual_inversion.py", KOHYA_TI,
+               ["--rescale_zero_snr", "True"], "prediction_type eps (the model config's prediction_type) with "
+                                               "rescale_zero_snr True"),
+              ("textual inversion: loss_type l3", "train_textual_inversion.py", KOHYA_TI, ["--loss_type", "l3"],
+               "loss_type must be one of"),
+              ("textual inversion: max_timestep 2000", "train_textual_inversion.py", KOHYA_TI,
+               ["--max_timestep", "2000"], "max_timestep 2000 is beyond"),
+          ]]
 
 
 @pytest.fixture(scope="module")

@@ -49,8 +49,8 @@ def _loss(prediction_type, snr_gamma=0.0):
     model = FixedOutputModel(out)
     obj = DiffusionObjective(model, prediction_type)
     terms = timestep_terms(sched, t, prediction_type, snr_gamma)
-    loss, _ = obj(Tensor(x0), Tensor(np.zeros((2, 77, 8), np.float32)), Tensor(t), Tensor(noise),
-                  *[Tensor(a) for a in terms])
+    loss, _ = obj(Tensor(x0), Tensor(np.zeros((2, 77, 8), np.float32)), Tensor(t), Tensor(noise), Tensor(noise),
+                  *[Tensor(a) for a in (terms.alphas_cumprod, terms.huber_c, terms.weight)])
     return float(loss.asnumpy()), model.seen_x_t.asnumpy()
 
 

@@ -25,7 +25,8 @@ def _fixed_eval_loss(run):
     terms = timestep_terms(run.schedule, t, run.prediction_type, 0.0)
     latents, cond = run.step_fn.encode(Tensor(batch["image"]), Tensor(run.model.tokenize(batch["text"])),
                                        Tensor(batch["vae_noise"]))
-    return float(run.objective(latents, cond, Tensor(t), Tensor(noise), *[Tensor(a) for a in terms])[0].asnumpy())
+    return float(run.objective(latents, cond, Tensor(t), Tensor(noise.target), Tensor(noise.input),
+                               *[Tensor(a) for a in (terms.alphas_cumprod, terms.huber_c, terms.weight)])[0].asnumpy())
 
 
 def test_tiny_finetune_loss_falls_and_checkpoint_loads(tmp_path):

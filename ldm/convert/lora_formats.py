@@ -1,4 +1,4 @@
-"""LoRA files of other tools read into our MindONE names, and ours written as a diffusers LoRA.
+"""LoRA files of other tools read into our MindONE names, and ours written as a diffusers or kohya-ss LoRA.
 
 Layouts read (names only; the file format is sniffed by :mod:`ldm.convert.readers`):
 * ``mindone``: ours (``model.diffusion_model.*.lora_down.weight`` ...), handled by ldm.models.lora;
@@ -11,6 +11,10 @@ Layouts read (names only; the file format is sniffed by :mod:`ldm.convert.reader
   names too. Scale: ``<module>.alpha`` entries, else peft's lora_alpha / r (rank_pattern, alpha_pattern,
   use_rslora) from the file's ``lora_adapter_metadata`` (diffusers' save_lora_weights) or an
   ``adapter_config.json`` beside the file, else 1 (diffusers' convention without alphas).
+
+Written (:func:`export_lora_file`): ``diffusers_lora`` (peft names, one rank, alpha folded; linear only) and
+``kohya_lora`` (kohya-ss names, per-module rank and ``.alpha``, conv adapters as LoCon). Our DoRA
+magnitudes (``<layer>.lora_magnitude_vector``) have no faithful counterpart in either: such files are refused.
 
 Module names map through the converter's own tables (:func:`ldm.convert.names_unet.unet_name_table`,
 :func:`ldm.convert.names_text.text_name_table`). transformers' separate q/k/v adapters become one
@@ -39,6 +43,13 @@ UNET_PREFIX, TEXT_PREFIX = "model.diffusion_model.", "cond_stage_model.transform
 KOHYA_UNET, KOHYA_TEXT = "lora_unet_", "lora_te_"
 METADATA_KEY = "lora_adapter_metadata"                   # diffusers' save_lora_weights
 OURS_DOWN, OURS_UP, OURS_ALPHA = ".lora_down.weight", ".lora_up.weight", "lora_meta.alpha"
+OURS_LAYER_ALPHA, OURS_MAGNITUDE = "alpha", ".lora_magnitude_vector"     # <layer>.alpha, DoRA's m
+_DORA_WHY = {
+    "kohya_lora": "a LyCORIS dora_scale per output row (ours, peft's) is read by A1111 as a norm per input "
+                  "column and by some ComfyUI versions against the unadapted weight's norm, so the file would "
+                  "load and draw something else there",
+    "diffusers_lora": "its DoRA tensors are not written here (not checked against diffusers)",
+}
 # (suffix, role) of every diffusers/peft adapter name; the module path is what comes before
 _DIFFUSERS_SUFFIXES = ((".lora_A.weight", "down"), (".lora_B.weight", "up"),
                        (".lora_A.default.weight", "down"), (".lora_B.default.weight", "up"),
@@ -111,13 +122,13 @@ def _is_alpha(name):
 
 
 def check_lora_tensors(arrays, path):
-    """Every adapter tensor floating and finite, every alpha one finite number >= 0 (names containing
-    'lora'; a full checkpoint given as a LoRA keeps its own error)."""
+    """Every adapter tensor floating and finite, every alpha one finite number >= 0 (weights whose names
+    contain 'lora'; a full checkpoint given as a LoRA keeps its own error)."""
     for name, value in arrays.items():
         if _is_alpha(name):
             alpha_value(name, value, path, rank=1)
-        elif "lora" in name.lower():
-            check_weight(name, value, path, "LoRA")
+        elif "lora" in name.lower() and name.endswith((".weight", "magnitude_vector", "dora_scale")):
+            check_weight(name, value, path, "LoRA")     # not MindONE's integer lora_rank entry
 
 
 def alpha_value(name, value, path, rank):
@@ -428,7 +439,8 @@ def summary(lora):
 
 # ------------------------------------------------------------------ export
 def mindone_entries(arrays, path="LoRA file"):
-    """{prefix: (down, up, alpha)} of a file in our layout (one alpha for all, default rank; 0 = rank)."""
+    """{prefix: (down, up, alpha)} of a file in our layout (one alpha for all, default rank; 0 = rank;
+    a layer's own ``<prefix>alpha`` wins over the file's)."""
     alpha = arrays.get(OURS_ALPHA)
     out = {}
     for name, down in arrays.items():
@@ -438,9 +450,33 @@ def mindone_entries(arrays, path="LoRA file"):
             if up is None:
                 raise CheckpointError(f"LoRA weight {name} has no {prefix}{OURS_UP[1:]}")
             rank = down.shape[0]
-            out[prefix] = (down, up, alpha_value(OURS_ALPHA, alpha, path, rank) if alpha is not None
-                           else float(rank))
+            own = arrays.get(prefix + OURS_LAYER_ALPHA)
+            if own is not None:
+                out[prefix] = (down, up, alpha_value(prefix + OURS_LAYER_ALPHA, own, path, rank))
+            else:
+                out[prefix] = (down, up, alpha_value(OURS_ALPHA, alpha, path, rank) if alpha is not None
+                               else float(rank))
     return out
+
+
+def mindone_magnitudes(arrays, path="LoRA file"):
+    """{prefix: DoRA magnitude (out,)} of a file in our layout; each must belong to an adapter."""
+    out = {}
+    for name, value in arrays.items():
+        if name.endswith(OURS_MAGNITUDE):
+            prefix = name[:-len(OURS_MAGNITUDE) + 1]
+            if prefix + OURS_DOWN[1:] not in arrays:
+                raise CheckpointError(f"{path}: DoRA magnitude {name} has no {prefix}{OURS_DOWN[1:]}")
+            out[prefix] = np.asarray(value)
+    return out
+
+
+def _refuse_dora(arrays, path, target):
+    dora = sorted(n for n in arrays if n.endswith(OURS_MAGNITUDE))
+    if dora:
+        raise CheckpointError(f"{path} holds DoRA adapters ({len(dora)} x *{OURS_MAGNITUDE}), which --to {target} "
+                              f"does not write: {_DORA_WHY[target]}; sample with text_to_image.py "
+                              "--lora_ckpt_path (DoRA is merged there)")
 
 
 def _pad(array, rank, axis):
@@ -489,12 +525,73 @@ def export_diffusers_lora(entries, layout, path):
     return path
 
 
-def export_lora_file(lora_path, config, out_path):
-    """Our LoRA file (.ckpt from save_lora / training) -> diffusers LoRA .safetensors
-    (``StableDiffusionPipeline.load_lora_weights`` reads it). ``config``: the model YAML (path or dict)."""
+def _kohya_module(name):
+    """A diffusers module name (``unet.<...>`` / ``text_encoder.text_model.<...>``) as kohya-ss writes
+    it: ``lora_unet_<...>`` / ``lora_te_text_model_<...>`` with '.' -> '_'."""
+    component, _, module = name.partition(".")
+    return (KOHYA_UNET if component == "unet" else KOHYA_TEXT) + module.replace(".", "_")
+
+
+def kohya_lora_state(entries, layout):
+    """Our adapters -> kohya-ss names (what A1111, ComfyUI and sd-scripts read): per module
+    ``<name>.lora_down.weight``, ``<name>.lora_up.weight`` and ``<name>.alpha`` (a 0-d float32, scale
+    alpha / rank), each module at its own rank and alpha; conv adapters keep kohya's LoCon shapes
+    (down (r, in, k, k), up (out, r, 1, 1)); the fused text ``in_proj`` becomes q/k/v modules that
+    share its down. UNet module paths are diffusers' (as sd-scripts names them)."""
+    if not isinstance(layout, ModelLayout):
+        layout = ModelLayout.from_config(layout)
+    names, out, unknown = our_to_diffusers_table(layout), {}, []
+    for prefix, (down, up, alpha) in entries.items():
+        target = names.get(prefix)
+        if target is None:
+            unknown.append(prefix + "weight")
+            continue
+        down, up = np.ascontiguousarray(down, np.float32), np.asarray(up, np.float32)
+        if down.ndim == 4 and up.ndim == 2:
+            up = up.reshape(up.shape + (1, 1))
+        alpha = np.asarray(alpha, np.float32).reshape(())
+        parts = zip(target, np.split(up, 3, axis=0)) if isinstance(target, tuple) else [(target, up)]
+        for module, part in parts:
+            key = _kohya_module(module)
+            out[key + ".lora_down.weight"], out[key + ".lora_up.weight"] = down, np.ascontiguousarray(part)
+            out[key + ".alpha"] = alpha
+    if unknown:
+        raise CheckpointError(f"cannot export {len(unknown)} LoRA layer(s) with no kohya-ss name, e.g. "
+                              f"{unknown[0]} (does the config match the LoRA?)")
+    return out
+
+
+def _kohya_metadata(entries):
+    """sd-scripts' training metadata that loaders show (``ss_network_*``; strings, as safetensors needs)."""
+    def common(values):
+        return max(set(values), key=values.count) if values else None
+    linear = [(d.shape[0], a) for d, _, a in entries.values() if d.ndim == 2]
+    conv = [(d.shape[0], a) for d, _, a in entries.values() if d.ndim == 4]
+    meta = {"ss_network_module": "networks.lora"}
+    if linear:
+        rank, alpha = common(linear)
+        meta.update(ss_network_dim=str(rank), ss_network_alpha=f"{alpha:g}")
+    if conv:
+        rank, alpha = common(conv)
+        meta["ss_network_args"] = json.dumps({"conv_dim": str(rank), "conv_alpha": f"{alpha:g}"})
+    return meta
+
+
+def export_lora_file(lora_path, config, out_path, to="diffusers_lora"):
+    """Our LoRA file (.ckpt from save_lora / training) -> a .safetensors LoRA of another tool: ``to``
+    "diffusers_lora" (``StableDiffusionPipeline.load_lora_weights`` reads it; linear adapters only) or
+    "kohya_lora" (kohya-ss names: A1111, ComfyUI, sd-scripts; conv adapters as LoCon). DoRA files are
+    refused (one line). ``config``: the model YAML (path or dict)."""
     from ldm.util import load_config
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     lora = read_lora(lora_path)
     if lora.layout != "mindone":
         raise CheckpointError(f"{lora_path} is not a LoRA file in our layout (*{OURS_DOWN} names)")
-    return export_diffusers_lora(mindone_entries(lora.arrays, lora.path), ModelLayout.from_config(cfg), out_path)
+    if to not in _DORA_WHY:
+        raise ValueError(f"export_lora_file: unknown target {to!r}")
+    _refuse_dora(lora.arrays, lora_path, to)
+    entries, layout = mindone_entries(lora.arrays, lora.path), ModelLayout.from_config(cfg)
+    if to == "kohya_lora":
+        write_safetensors(kohya_lora_state(entries, layout), out_path, metadata=_kohya_metadata(entries))
+        return out_path
+    return export_diffusers_lora(entries, layout, out_path)

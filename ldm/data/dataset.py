@@ -262,7 +262,7 @@ class ImageCaptionDataset:
         return len(self.records)
 
     def sample(self, index, epoch, num_timesteps, latent_shape, copy=0):
-        """Dict with image (3,H,W), text (caption or "" when dropped), t, noise, offset_noise, vae_noise.
+        """Dict with image (3,H,W), text (caption or "" when dropped), t, noise, offset_noise, vae_noise, aux_seed.
         The image is cropped to the record's bucket (or the square image_size); ``latent_shape`` must
         be the latents of that size."""
         rng = sample_rng(self.seed, epoch, index, copy)
@@ -283,14 +283,20 @@ class ImageCaptionDataset:
         return process_caption(text, opts, epoch, u, rng.spawn(1)[0])
 
     def draws(self, rng, text, num_timesteps, latent_shape, epoch=0):
+        """The sample's caption and random draws. ``num_timesteps``: T (t uniform in [0, T)) or a pair (low,
+        high) (t uniform in [low, high): kohya's min_timestep / max_timestep; (0, T) draws what T draws).
+        ``aux_seed``, drawn last so every earlier draw stays as it was, seeds the extra noise of kohya's
+        objective options (ldm.train.objective_options)."""
+        low, high = (0, num_timesteps) if np.ndim(num_timesteps) == 0 else num_timesteps
         text, drop = self.caption(rng, text, epoch)
         return dict(
             text=text,
             dropped=drop,
-            t=np.int32(rng.integers(0, num_timesteps)),
+            t=np.int32(rng.integers(int(low), int(high))),
             noise=rng.standard_normal(latent_shape).astype(np.float32),
             offset_noise=rng.standard_normal((latent_shape[0], 1, 1)).astype(np.float32),
             vae_noise=rng.standard_normal(latent_shape).astype(np.float32),
+            aux_seed=rng.integers(0, 2 ** 63, dtype=np.int64),
         )
 
 

@@ -143,3 +143,21 @@ def debiased_weight(snr, prediction_type):
     if kind == "x0":
         return clipped ** 0.5
     return 1.0 / clipped ** 0.5
+
+
+KOHYA_SNR_CLIP = 1000.0     # kohya-ss's get_snr_scale: SNR limited to 1000 (t = 0 has a large SNR)
+
+
+def v_as_noise_weight(snr):
+    """kohya-ss's ``--scale_v_pred_loss_like_noise_pred`` for a v loss: x SNR' / (SNR' + 1), SNR' = min(SNR,
+    1000). For one prediction the v error is the eps error / sqrt(abar), so |eps err|^2 = |v err|^2 * SNR /
+    (SNR + 1): the v loss then weighs the timesteps as an eps loss does. Zero SNR gives weight 0."""
+    clipped = xp.minimum(snr, KOHYA_SNR_CLIP) if not isinstance(snr, (float, int)) else min(snr, KOHYA_SNR_CLIP)
+    return clipped / (clipped + 1.0)
+
+
+def v_like_loss_weight(snr, strength):
+    """kohya-ss's ``--v_pred_like_loss k`` for an eps loss L: L + k * L / scale with scale =
+    :func:`v_as_noise_weight`, i.e. x (1 + k (SNR' + 1) / SNR'): adds k times the loss a v model would have
+    for the same prediction. Infinite at SNR 0 (refused before training: an eps model at zero SNR)."""
+    return 1.0 + strength / v_as_noise_weight(snr)

@@ -4,6 +4,8 @@ NaN checkpoint or a compile traceback after the first step."""
 import math
 
 from ldm.errors import UserError
+from ldm.train.objective_options import MAX_MULTIRES_ITERATIONS
+from ldm.train.optim_args import resolve_optimizer
 
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -11,15 +13,31 @@ FLOAT32_MAX = 3.4028234663852886e38
 _DOMAINS = {
     "start_learning_rate": (lambda v: v > 0, "> 0"),
     "end_learning_rate": (lambda v: v >= 0, ">= 0"),
+    "unet_lr": (lambda v: v >= 0, ">= 0 (0 = start_learning_rate)"),
+    "text_encoder_lr": (lambda v: v >= 0, ">= 0 (0 = start_learning_rate)"),
+    "lr_scheduler_num_cycles": (lambda v: v >= 1, ">= 1"),
     "adam_eps": (lambda v: v > 0, "> 0"),
     "weight_decay": (lambda v: v >= 0, ">= 0"),
     "max_grad_norm": (lambda v: v > 0, "> 0"),
     "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "snr_gamma": (lambda v: v >= 0, "> 0 (or 0 = off)"),
+    # kohya's objective options (ldm.train.objective_options; their combinations: check_objective_options)
+    "min_timestep": (lambda v: v >= 0, ">= 0"),
+    "max_timestep": (lambda v: v >= 1, ">= 1 (or unset = the model's timesteps)"),
+    "ip_noise_gamma": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "multires_noise_iterations": (lambda v: 0 <= v <= MAX_MULTIRES_ITERATIONS,
+                                  f"in [0, {MAX_MULTIRES_ITERATIONS}] (0 = off; each level at least halves the side, "
+                                  f"so by {MAX_MULTIRES_ITERATIONS} levels any latent is down to 1 pixel)"),
+    "multires_noise_discount": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "huber_c": (lambda v: v > 0, "> 0"),
+    "huber_scale": (lambda v: v > 0, "> 0"),
+    "v_pred_like_loss": (lambda v: v >= 0, ">= 0 (0 = off)"),
     "drop_text_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "init_loss_scale": (lambda v: v > 0, "> 0"),
     "loss_scale_factor": (lambda v: v >= 1, ">= 1"),
     "lora_alpha": (lambda v: v >= 0, ">= 0 (0 = lora_rank)"),
+    "conv_alpha": (lambda v: v >= 0, ">= 0 (0 = conv_dim)"),
+    "conv_dim": (lambda v: v >= 0, ">= 0 (0 = no conv LoRA)"),
     "validation_guidance_scale": (lambda v: v >= 0, ">= 0"),
     "image_size": (lambda v: v >= 1, ">= 1"),
     "train_batch_size": (lambda v: v >= 1, ">= 1"),
@@ -67,6 +85,7 @@ def check_domains(cfg):
     for beta in cfg.betas:
         if not (math.isfinite(beta) and 0 <= beta < 1):
             raise UserError(f"betas must be two numbers in [0, 1), got {cfg.betas}")
+    resolve_optimizer(cfg)      # optimizer_type -> optim; optimizer_args against that optimiser's keys and domains
 
 
 PLACEHOLDER_PREFIX = "/path/to/"

@@ -14,6 +14,7 @@ import os
 
 from ldm.errors import UserError
 from ldm.train.data_options import BUCKET_OPTIONS, CAPTION_OPTIONS, CHOICES as DATA_CHOICES, check_data_options
+from ldm.train.optim_args import OPTIMIZERS, optimizer_type_name, parse_optimizer_args
 
 
 def integer(value):
@@ -75,6 +76,13 @@ def optional_bool(value):
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
         return None
     return str2bool(value)
+
+
+def optional_integer(value):
+    """None (unset, e.g. ``max_timestep``: the model's number of timesteps) or a whole number."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    return integer(value)
 
 
 def attention_chunk_rows(value):
@@ -167,8 +175,31 @@ OPTIONS = {
                                  "1/sqrt(SNR), v loss x 1/(SNR+1) (SNR clipped to [1e-3, 1000]); with "
                                  "snr_gamma the two weights multiply"),
     "noise_offset": (float, 0.0, "add noise_offset * N(0,1) per (sample, channel) to the noise"),
+    "noise_offset_random_strength": (str2bool, False, "kohya: the offset's strength is noise_offset x U(0,1), "
+                                                      "drawn per sample (needs noise_offset)"),
+    "adaptive_noise_scale": (float, 0.0, "kohya: add adaptive_noise_scale x |mean of the latents| (per sample "
+                                         "and channel) to the offset strength, clamped at 0 (needs noise_offset)"),
+    "multires_noise_iterations": (integer, 0, "kohya: pyramid (multires) noise levels, 0 = off (6-10 "
+                                              "suggested); at most 16 (past that every level is 1 pixel)"),
+    "multires_noise_discount": (float, 0.3, "kohya: level i of the pyramid noise is weighted discount^i; in (0, 1]"),
+    "ip_noise_gamma": (float, 0.0, "kohya: input perturbation: x_t is made from noise + ip_noise_gamma x N(0,1), "
+                                   "the target from the noise (0 = off; about 0.1 suggested)"),
+    "ip_noise_gamma_random_strength": (str2bool, False, "kohya: gamma x U(0,1) per sample (needs ip_noise_gamma)"),
     "rescale_zero_snr": (optional_bool, None, "rescale betas to zero terminal SNR (use with v-prediction); "
                                               "unset = the model config's rescale_zero_snr"),
+    "min_timestep": (integer, 0, "kohya: training timesteps are drawn from [min_timestep, max_timestep)"),
+    "max_timestep": (optional_integer, None, "kohya: upper end (excluded) of the training timesteps; unset = the "
+                                             "model's number of timesteps (1000 for SD)"),
+    "loss_type": (str, "l2", "kohya: l2 | l1 | huber (2c(sqrt(d^2+c^2)-c)) | smooth_l1 (2(sqrt(d^2+c^2)-c)), c the "
+                             "threshold of huber_schedule at each sample's t; the weights above multiply it"),
+    "huber_schedule": (str, "snr", "kohya: constant (c = huber_c x huber_scale) | exponential (huber_scale x "
+                                   "huber_c^(t/T)) | snr ((1-huber_c)/(1+sigma_t)^2 + huber_c)"),
+    "huber_c": (float, 0.1, "kohya: the Huber threshold parameter (> 0) of huber / smooth_l1"),
+    "huber_scale": (float, 1.0, "kohya: scales the constant and exponential Huber thresholds (> 0)"),
+    "scale_v_pred_loss_like_noise_pred": (str2bool, False, "kohya (v models): loss x SNR/(SNR+1) (SNR at most "
+                                                           "1000): a v loss that weighs timesteps as an eps loss"),
+    "v_pred_like_loss": (float, 0.0, "kohya (eps models): loss + v_pred_like_loss x loss x (SNR+1)/SNR, i.e. adds "
+                                     "this much of the v loss (SNR at most 1000; 0 = off)"),
     # --- optimisation
     "train_batch_size": (integer, 1, "images per step per device"),
     "epochs": (integer, 10, "passes over the data"),
@@ -177,9 +208,22 @@ OPTIONS = {
     "end_learning_rate": (float, 0.0, "learning rate at the end of decay"),
     "warmup_steps": (integer, 0, "linear warm-up steps from 0"),
     "decay_steps": (integer, 0, "decay length in steps after warm-up (0 = to the end of training)"),
-    "scheduler": (scheduler_name, "constant", "constant | cosine_decay | polynomial_decay (MindONE's "
-                                              "multi_step_decay: constant, as its script passes no milestones)"),
-    "optim": (str, "adamw", "adamw | adam | momentum | sgd"),
+    "scheduler": (scheduler_name, "constant", "constant | cosine_decay | polynomial_decay | cosine_with_restarts "
+                                              "(MindONE's multi_step_decay: constant, as its script passes no "
+                                              "milestones)"),
+    "lr_scheduler_num_cycles": (integer, 1, "kohya-ss: cosine_with_restarts' number of cosine decays (hard "
+                                            "restarts) over decay_steps"),
+    "optim": (str, "adamw", "adamw | adam | momentum | sgd | lion | lamb | adafactor | prodigy (prodigy: "
+                            "start_learning_rate is a multiplier of its own estimate, usually 1.0)"),
+    "optimizer_type": (optimizer_type_name, "", "kohya-ss's name of optim (AdamW, AdaFactor, Lion, Prodigy, SGD); "
+                                               "wins over optim when set"),
+    "optimizer_args": (parse_optimizer_args, {}, "kohya-ss: the optimiser's own options as key=value items "
+                                                 "(e.g. \"d_coef=2 use_bias_correction=True\"; a YAML list or "
+                                                 "mapping); betas, eps, weight_decay there win over the flags"),
+    "unet_lr": (float, 0.0, "kohya-ss: the UNet's peak learning rate (0 = start_learning_rate); the schedule "
+                            "scales it as it scales start_learning_rate"),
+    "text_encoder_lr": (float, 0.0, "kohya-ss: the text encoder's peak learning rate (full or LoRA; 0 = "
+                                    "start_learning_rate)"),
     "betas": (float_list, [0.9, 0.999], "Adam betas (beta1, beta2); momentum uses beta1"),
     "adam_eps": (float, 1e-8, "Adam epsilon"),
     "weight_decay": (float, 1e-2, "decoupled weight decay (adamw) or L2 (others)"),
@@ -207,6 +251,15 @@ OPTIONS = {
     "use_lora": (str2bool, False, "train LoRA adapters only (base weights frozen); saves LoRA weights only"),
     "lora_rank": (integer, 4, "LoRA rank"),
     "lora_alpha": (float, 0.0, "LoRA alpha (scale = alpha / rank; 0 = rank, i.e. scale 1)"),
+    "conv_dim": (integer, 0, "kohya's LoCon conv_dim: LoRA rank on the UNet's 3x3 convs (ResBlocks, down/upsamplers; "
+                             "down k x k, up 1x1); 0 = off"),
+    "conv_alpha": (float, 0.0, "kohya's conv_alpha: conv LoRA scale = conv_alpha / conv_dim (0 = conv_dim, scale 1; "
+                               "kohya's default when unset is 1)"),
+    "use_dora": (str2bool, False, "DoRA (weight-decomposed LoRA, as peft): W' = m * (W + s*up@down) / ||...|| per "
+                                  "output row, m trained (starts at ||W||); on every adapted layer"),
+    "lora_rank_pattern": (str, "", "YAML file of per-layer rank/alpha (as peft's rank_pattern/alpha_pattern): "
+                                   "regex key -> rank or {rank, alpha}, matched against whole dotted suffixes of "
+                                   "layer names; a key that matches no layer is an error"),
     "lora_ft_unet": (str2bool, True, "LoRA on UNet attention to_q/to_k/to_v/to_out"),
     "lora_ft_text_encoder": (str2bool, False, "LoRA on text-encoder attention projections"),
     "lora_scale": (float, 1.0, "MindONE: multiplies the LoRA path during training (scale = alpha / rank * lora_scale)"),
@@ -278,15 +331,20 @@ OPTIONS = _insert_after(OPTIONS, "cache_latents", {**CAPTION_OPTIONS, **BUCKET_O
 CHOICES = {
     **DATA_CHOICES,
     "attention": ("", "auto", "standard", "chunked", "flash"),
-    "scheduler": ("constant", "cosine_decay", "polynomial_decay"),
-    "optim": ("adamw", "adam", "momentum", "sgd"),
+    "scheduler": ("constant", "cosine_decay", "polynomial_decay", "cosine_with_restarts"),
+    "optim": OPTIMIZERS,
     "amp_level": ("O0", "O1", "O2", "O3"),
     "amp_dtype": ("fp16", "bf16"),
     "device_target": ("", "CPU", "GPU", "Ascend"),
     "mode": (0, 1),
     "loss_scaler_type": ("dynamic", "static"),
+    "loss_type": ("l2", "l1", "huber", "smooth_l1"),
+    "huber_schedule": ("constant", "exponential", "snr"),
 }
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+SEVERAL_VALUES = ("optimizer_args",)   # flags that take one or more words
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -303,7 +361,8 @@ def build_parser(table=None, description="Fine-tune Stable Diffusion (eps or v o
     parser = _OneLineParser(allow_abbrev=False, description=description, argument_default=argparse.SUPPRESS)
     parser.add_argument("--train_config", "-c", help=recipe_help)
     for name, (_, default, text) in (table or OPTIONS).items():
-        parser.add_argument(f"--{name}", metavar="V", help=f"{text} (default: {default!r})")
+        nargs = "+" if name in SEVERAL_VALUES else None     # kohya-ss: --optimizer_args a=1 b=2
+        parser.add_argument(f"--{name}", metavar="V", nargs=nargs, help=f"{text} (default: {default!r})")
     return parser
 
 
@@ -406,6 +465,8 @@ def validate(cfg, unused=()):
         raise UserError(f"pretrained_model_path not found: {cfg.pretrained_model_path}")
     if cfg.use_lora and not (cfg.lora_ft_unet or cfg.lora_ft_text_encoder):
         raise UserError("use_lora needs lora_ft_unet and/or lora_ft_text_encoder")
+    from ldm.train.adapters import check_adapter_options
+    check_adapter_options(cfg)          # conv_dim / conv_alpha / use_dora / lora_rank_pattern
     if cfg.custom_text_encoder and not os.path.isfile(cfg.custom_text_encoder):
         raise UserError(f"custom_text_encoder not found: {cfg.custom_text_encoder}")
     if isinstance(cfg.resume, str) and not os.path.isfile(cfg.resume):
@@ -425,6 +486,8 @@ def validate(cfg, unused=()):
     model_config = load_config(cfg.model_config)
     check_image_size(cfg.image_size, model_config, cfg.model_config)
     check_data_options(cfg, model_config)
+    from ldm.train.objective_options import check_objective_options
+    check_objective_options(cfg, model_config)
 
 
 def graph_key(cfg):
@@ -433,7 +496,8 @@ def graph_key(cfg):
     from ldm.compile_cache import file_stamp
     skip = ("output_path", "compile_cache", "resume", "show_progress", "log_level")
     settings = {k: v for k, v in sorted(vars(cfg).items()) if k not in skip}
-    files = [file_stamp(getattr(cfg, k, "")) for k in ("model_config", "pretrained_model_path", "custom_text_encoder")]
+    files = [file_stamp(getattr(cfg, k, "")) for k in ("model_config", "pretrained_model_path", "custom_text_encoder",
+                                                       "lora_rank_pattern")]      # the pattern shapes the adapters
     return dict(settings=settings, files=files)
 
 

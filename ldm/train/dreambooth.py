@@ -232,7 +232,7 @@ class DreamBoothRun(TrainRun):
         return cfg.train_batch_size * (2 if cfg.with_prior_preservation and cfg.prior_loss_weight else 1)
 
     def load_batch(self, idx, epoch, size, copies):
-        return paired_batch(self.dataset, idx, epoch, self.schedule.num_train_timesteps, self.latent_shape_of(size),
+        return paired_batch(self.dataset, idx, epoch, self.timestep_range(), self.latent_shape_of(size),
                             self.cfg.prior_loss_weight, copies)
 
 

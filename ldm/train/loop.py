@@ -21,6 +21,7 @@ from ldm.data.dataset import ImageCaptionDataset, batch_plan, make_batch
 from ldm.diffusion.spec import spec_record, with_spec
 from ldm.errors import UserError, refusals_first
 from ldm.models import lora as lora_lib
+from ldm.train.adapters import inject_adapters
 from ldm.train.checkpoint import CheckpointManager, load_resume, resume_file
 from ldm.train.ema import EMA
 from ldm.train import mindone_flags
@@ -29,9 +30,10 @@ from ldm.train import data_options
 from ldm.train.logging import MetricsLog, log_file, log_loss_line, timestep_bin_losses
 from ldm.train.tensorboard_log import open_logger
 from ldm.train.lr_schedule import build_lr_schedule
-from ldm.train.optim import build_optimizer, backward_order
+from ldm.train.optim import backward_order, optimizer_for_run
 from ldm.train.precision import apply_precision
-from ldm.train.trainer import DiffusionObjective, ObjectiveInputs, TrainStep, timestep_terms
+from ldm.train.objective_options import NoiseSettings, compose_noise, latent_channel_means, timestep_range
+from ldm.train.trainer import DiffusionObjective, ObjectiveInputs, TrainStep, loss_options, timestep_terms
 from ldm.train.validation import check_validation, write_validation_images
 from ldm.train.validation_loss import ValidationLoss, split_validation
 from ldm.util import load_config, model_params, model_section, part_params
@@ -170,11 +172,7 @@ def select_trainable(cfg, model):
             targets.append(model.diffusion_model)
         if cfg.lora_ft_text_encoder:
             targets.append(model.cond_stage_model)
-        params = []
-        for net in targets:
-            params += lora_lib.inject_lora(net, rank=cfg.lora_rank, alpha=cfg.lora_alpha or None,
-                                           text_encoder=net is getattr(model, "cond_stage_model", None),
-                                           scale=cfg.lora_scale)
+        params = inject_adapters(cfg, model, targets)     # conv_dim, use_dora, lora_rank_pattern too
         if cfg.lora_fp16:
             count = mindone_flags.set_lora_compute_dtype(model, ms.float16)
             _log.info("lora_fp16: %d LoRA layers compute in fp16 (weights fp32)", count)
@@ -252,13 +250,14 @@ class TrainRun:
         if cfg.max_steps > 0:
             self.total_steps = min(self.total_steps, cfg.max_steps) if cfg.epochs > 0 else cfg.max_steps
         self.lrs = self.build_lr_schedule()
-        self.optimizer = build_optimizer(cfg.optim, self.trainable, cfg.betas, cfg.adam_eps, cfg.weight_decay)
+        self.optimizer = optimizer_for_run(cfg, self.trainable, self.model, _log if self.is_main else None)
         self.ema = EMA(self.trainable, cfg.ema_decay) if cfg.use_ema else None
         reducer = nn.DistributedGradReducer(self.trainable, mean=True, degree=self.world) \
             if self.world > 1 else None
         encode_text = self.encodes_text()
         self.every_size = self.compile_every_size()
-        self.objective = DiffusionObjective(self.model, self.prediction_type, encode_text)
+        self.objective = DiffusionObjective(self.model, self.prediction_type, encode_text,
+                                            getattr(cfg, "loss_type", "l2"))
         self.cache = None
         if cfg.cache_latents:
             from ldm.data.latent_cache import LatentCache
@@ -374,7 +373,8 @@ class TrainRun:
     def build_lr_schedule(self):
         cfg = self.cfg
         return build_lr_schedule(cfg.scheduler, cfg.start_learning_rate, cfg.end_learning_rate,
-                                 self.total_steps, cfg.warmup_steps, cfg.decay_steps)
+                                 self.total_steps, cfg.warmup_steps, cfg.decay_steps,
+                                 num_cycles=cfg.lr_scheduler_num_cycles)
 
     # ---- state
     def state_params(self):
@@ -450,25 +450,33 @@ class TrainRun:
         size, idx, copies = self.plan.micro_batch(epoch, micro_step, cfg.train_batch_size, self.rank)
         batch = self.load_batch(idx, epoch, size, copies)
         batch["size"] = size
-        noise = batch["noise"]
-        if cfg.noise_offset:
-            noise = noise + cfg.noise_offset * batch["offset_noise"]
-        abar, weight = timestep_terms(self.schedule, batch["t"], self.prediction_type, cfg.snr_gamma,
-                                     cfg.debiased_estimation_loss)
+        settings = NoiseSettings.from_cfg(cfg)
+        # (noise, input noise); None: adaptive_noise_scale reads the latents, made after the encode
+        noise = None if settings.needs_latents else compose_noise(batch, settings)
+        terms = self.timestep_terms(batch["t"])
         if "loss_weight" in batch:        # per-sample factors of a mode's loss (DreamBooth's prior weight)
-            weight = (weight * batch["loss_weight"]).astype(np.float32)
-        return batch, noise.astype(np.float32), (abar, weight)
+            terms = terms._replace(weight=(terms.weight * batch["loss_weight"]).astype(np.float32))
+        return batch, noise, terms
+
+    def timestep_terms(self, t):
+        """ldm.train.trainer.TimestepTerms of timesteps ``t`` under this recipe's loss options."""
+        return timestep_terms(self.schedule, t, self.prediction_type, **loss_options(self.cfg))
+
+    def timestep_range(self):
+        """(low, high) of the training timesteps (min_timestep, max_timestep)."""
+        return timestep_range(self.cfg, self.schedule.num_train_timesteps)
 
     def load_batch(self, idx, epoch, size, copies):
         """The host batch of dataset indices ``idx`` at ``size`` (w, h) (hook: DreamBooth appends the class
         images); an optional ``loss_weight`` (N,) entry multiplies each sample's loss weight."""
         if self.cache is not None:
-            return self.cache.batch(idx, epoch, self.schedule.num_train_timesteps, copies)
-        return make_batch(self.dataset, idx, epoch, self.schedule.num_train_timesteps, self.latent_shape_of(size),
-                          copies)
+            return self.cache.batch(idx, epoch, self.timestep_range(), copies)
+        return make_batch(self.dataset, idx, epoch, self.timestep_range(), self.latent_shape_of(size), copies)
 
     def device_inputs(self, batch, noise, terms):
-        """ObjectiveInputs on the device: encoded latents and text, timesteps, noise, abar, weight."""
+        """ObjectiveInputs on the device: encoded latents and text, timesteps, noise, input noise, abar, Huber
+        threshold, weight. ``noise`` None: composed here from the latents (adaptive_noise_scale reads their
+        channel means back from the encode's output)."""
         if self.cache is None:
             tokens = Tensor(self.model.tokenize(batch["text"]).astype(np.int32))
             latents, cond = self.step_fn.encode(Tensor(batch["image"]), tokens, Tensor(batch["vae_noise"]))
@@ -476,9 +484,11 @@ class TrainRun:
             cond = self.cache.cond(batch, self.objective.encode_text)
             latents, cond = self.step_fn.encode(Tensor(batch["mean"]), Tensor(batch["logvar"]), cond,
                                                 Tensor(batch["vae_noise"]))
-        abar, weight = terms
-        return ObjectiveInputs(latents, cond, Tensor(batch["t"].astype(np.int32)), Tensor(noise), Tensor(abar),
-                               Tensor(weight))
+        if noise is None:
+            noise = compose_noise(batch, NoiseSettings.from_cfg(self.cfg), latent_channel_means(latents.asnumpy()))
+        return ObjectiveInputs(latents, cond, Tensor(batch["t"].astype(np.int32)), Tensor(noise.target),
+                               Tensor(noise.input), Tensor(terms.alphas_cumprod), Tensor(terms.huber_c),
+                               Tensor(terms.weight))
 
     # ---- loop
     def run(self):

@@ -116,9 +116,11 @@ def load_custom_text_encoder(model, config, path):
 
 def set_lora_compute_dtype(model, dtype=ms.float16):
     """MindONE's ``lora_fp16``: every LoRA layer (base projection and adapters) computes in ``dtype``;
-    the parameters, and so the optimiser's values, stay fp32. Returns the number of layers set."""
+    the parameters, and so the optimiser's values, stay fp32. Returns the number of layers set. Linear
+    layers only: MindONE has no conv LoRA, and conv LoRA (conv_dim) keeps the UNet's own compute dtype
+    (amp_level), so adding it does not change how the ResBlock convs compute."""
     from ldm.models.lora import lora_layers
-    layers = lora_layers(model)
+    layers = [cell for cell in lora_layers(model) if len(cell.weight.shape) == 2]
     for cell in layers:
         cell.lora_dtype = dtype
     return len(layers)

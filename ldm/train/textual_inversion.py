@@ -71,8 +71,9 @@ TI_DEFAULTS = dict(model_config="configs/v1-train-textual-inversion.yaml", rando
                    scale_window=200, ckpt_save_interval=600, version="1.5", drop_text_prob=0.0)
 # keys of train_text_to_image.py that have no meaning here (the data and the trained part are fixed)
 NOT_TI = ("data_path", "use_lora", "lora_rank", "lora_alpha", "lora_ft_unet", "lora_ft_text_encoder", "lora_scale",
-          "lora_fp16", "train_text_encoder", "drop_text_prob", "cache_latents", "step_mode",
-          "drop_overflow_update") + tuple(CAPTION_OPTIONS)
+          "lora_fp16", "conv_dim", "conv_alpha", "use_dora", "lora_rank_pattern", "train_text_encoder",
+          "drop_text_prob", "cache_latents", "step_mode",
+          "drop_overflow_update", "unet_lr", "text_encoder_lr") + tuple(CAPTION_OPTIONS)
 # MindONE's TI model YAMLs -> ours (same networks; the TI part is built here, not by the YAML)
 MODEL_ALIASES = {"configs/v1-train-textual-inversion.yaml": "configs/v1-train.yaml",
                  "configs/v2-train-textual-inversion.yaml": "configs/v2-train.yaml"}
@@ -211,7 +212,7 @@ class TextualInversionRun(TrainRun):
             return multi_step_schedule(lr, self.total_steps, cfg.warmup_steps, cfg.milestones, cfg.decay_rate)
         from ldm.train.lr_schedule import build_lr_schedule
         return build_lr_schedule(cfg.scheduler, lr, cfg.end_learning_rate, self.total_steps, cfg.warmup_steps,
-                                 cfg.decay_steps)
+                                 cfg.decay_steps, num_cycles=cfg.lr_scheduler_num_cycles)
 
     def weights_folder(self):
         return os.path.join(self.cfg.output_path, "weights")

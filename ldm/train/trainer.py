@@ -1,18 +1,23 @@
 """The training step: diffusion objective (target + min-SNR weighting side by side) and the compiled
 forward/backward/update around it.
 
-Per-sample quantities that depend only on the timestep (abar_t and the min-SNR weight) are looked up
-on the host in the model's float64 schedule and passed in as [N] tensors, so the graph holds no
-schedule tables; the noising is the schedule's own ``add_noise_at`` and the target
-``ldm.diffusion.prediction.get_target`` (the one copy of the eps/v algebra).
+Per-sample quantities that depend only on the timestep (abar_t, the loss weight, the Huber threshold)
+are looked up on the host in the model's float64 schedule and passed in as [N] tensors, so the graph
+holds no schedule tables; the noising is the schedule's own ``add_noise_at`` and the target
+``ldm.diffusion.prediction.get_target`` (the one copy of the eps/v algebra). The loss types and weights
+are kohya-ss's (``--loss_type``, ``--huber_schedule``, ``--huber_c``, ``--huber_scale``, ``--min_snr_gamma``
+(our ``snr_gamma``), ``--debiased_estimation_loss``, ``--scale_v_pred_loss_like_noise_pred``,
+``--v_pred_like_loss``): elementwise loss, mean over (C, H, W), times the product of the weights.
 """
+import inspect
 import typing
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from ldm.diffusion.prediction import debiased_weight, get_target, min_snr_weight, normalize_prediction_type
+from ldm.diffusion.prediction import (debiased_weight, get_target, min_snr_weight, normalize_prediction_type,
+                                      v_as_noise_weight, v_like_loss_weight)
 from ldm.diffusion.schedule import add_noise_at
 
 
@@ -34,19 +39,41 @@ def _zero(acc):
     return True
 
 
+LOSS_TYPES = ("l2", "l1", "huber", "smooth_l1")
+HUBER_SCHEDULES = ("constant", "exponential", "snr")
+
+
 class ObjectiveInputs(typing.NamedTuple):
     """What one training micro-batch feeds the objective (all [N, ...] Tensors); passed positionally
-    (``*inputs``) into the compiled step functions."""
+    (``*inputs``) into the compiled step functions. ``weight`` stays last (callers replace it)."""
     latents: object            # x0: scaled VAE latents (N, C, h, w)
     cond: object               # text context (N, 77, D), or token ids (N, 77) when the text encoder trains
     t: object                  # int timesteps (N,)
-    noise: object              # eps (N, C, h, w), offset noise included
+    noise: object              # eps of the target (N, C, h, w), offset / pyramid noise included
+    input_noise: object        # eps x_t is made of: ``noise`` plus kohya's input perturbation (ip_noise_gamma)
     alphas_cumprod: object     # abar_t (N,) from the model's schedule
-    weight: object             # per-sample loss weight (N,) (min-SNR-gamma, or ones)
+    huber_c: object            # Huber threshold c_t (N,) (huber / smooth_l1; ones otherwise, unused)
+    weight: object             # per-sample loss weight (N,) (min-SNR-gamma, debiased, v-pred options, or ones)
+
+
+def elementwise_loss(loss_type, error, huber_c):
+    """kohya-ss's conditional_loss without reduction, of ``error`` = prediction - target (N, C, h, w):
+    l2 d^2; l1 |d|; huber 2c (sqrt(d^2 + c^2) - c); smooth_l1 2 (sqrt(d^2 + c^2) - c), with c = ``huber_c``
+    (N,) per sample. sqrt(d^2 + c^2) - c is computed as d^2 / (sqrt(d^2 + c^2) + c): the same number
+    without float32's cancellation when c is much larger than |d|."""
+    if loss_type == "l1":
+        return ops.abs(error)
+    if loss_type in ("huber", "smooth_l1"):
+        c = huber_c.reshape((-1, 1, 1, 1))
+        square = ops.square(error)
+        excess = 2.0 * square / (ops.sqrt(square + c * c) + c)
+        return excess * c if loss_type == "huber" else excess
+    return ops.square(error)
 
 
 class DiffusionObjective(nn.Cell):
-    """loss = mean_n w_n * mean_chw (model(x_t, t, c) - target)^2 with x_t = sqrt(abar) x0 + sqrt(1-abar) noise.
+    """loss = mean_n w_n * mean_chw loss(model(x_t, t, c) - target) with x_t = sqrt(abar) x0 + sqrt(1-abar)
+    input_noise and the target made of ``noise`` (see :func:`elementwise_loss` for ``loss_type``).
     Returns (loss, per-sample weighted losses (N,)): the second output is not differentiated; the loop
     uses it for the loss by timestep bin.
 
@@ -54,37 +81,93 @@ class DiffusionObjective(nn.Cell):
     that are encoded here so the text encoder (or its LoRA) gets gradients.
     """
 
-    def __init__(self, model, prediction_type, encode_text=False):
+    def __init__(self, model, prediction_type, encode_text=False, loss_type="l2"):
         super().__init__(auto_prefix=False)
         self.model = model
         self.prediction_type = normalize_prediction_type(prediction_type)
         self.encode_text = encode_text
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"unknown loss_type {loss_type!r}; use one of {', '.join(LOSS_TYPES)}")
+        self.loss_type = loss_type
 
-    def construct(self, latents, cond, t, noise, abar, weight):
-        x_t = add_noise_at(latents, noise, abar)
+    def construct(self, latents, cond, t, noise, input_noise, abar, huber_c, weight):
+        x_t = add_noise_at(latents, input_noise, abar)
         target = get_target(self.prediction_type, latents, noise, abar)
         context = self.model.get_learned_conditioning(cond) if self.encode_text else cond
         out = self.model.apply_model(x_t, t, context)
-        per_sample = ops.square(out.astype(ms.float32) - target).mean(axis=(1, 2, 3)) * weight
+        loss = elementwise_loss(self.loss_type, out.astype(ms.float32) - target, huber_c)
+        per_sample = loss.mean(axis=(1, 2, 3)) * weight
         return per_sample.mean(), ops.stop_gradient(per_sample)
 
 
-def timestep_terms(schedule, t, prediction_type, snr_gamma, debiased=False):
-    """Host-side [N] float32 arrays for the objective: (alphas_cumprod[t], loss weight): the min-SNR-gamma
-    weight and/or the debiased-estimation weight (both on: their product, as kohya-ss applies them)."""
+class TimestepTerms(typing.NamedTuple):
+    """Host-side [N] float32 arrays of the objective that depend on t alone."""
+    alphas_cumprod: np.ndarray
+    weight: np.ndarray
+    huber_c: np.ndarray
+
+
+def huber_threshold(schedule, t, huber_schedule="snr", huber_c=0.1, huber_scale=1.0):
+    """kohya-ss's get_huber_threshold_if_needed, float64 [N]: constant c * scale; exponential
+    scale * exp(ln(c) t / T) = scale * c^(t/T); snr (1 - c) / (1 + sigma_t)^2 + c with sigma_t =
+    sqrt((1 - abar_t) / abar_t) (huber_scale unused there, as in kohya; zero SNR: sigma = inf, c_t = c)."""
     t = np.asarray(t, dtype=np.int64)
+    if huber_schedule == "constant":
+        return np.full(t.shape, float(huber_c) * float(huber_scale))
+    if huber_schedule == "exponential":
+        return np.exp(np.log(float(huber_c)) * t / schedule.num_train_timesteps) * float(huber_scale)
+    if huber_schedule == "snr":
+        with np.errstate(divide="ignore"):
+            sigmas = np.sqrt((1.0 - schedule.alphas_cumprod[t]) / schedule.alphas_cumprod[t])
+        return (1.0 - huber_c) / (1.0 + sigmas) ** 2 + huber_c
+    raise ValueError(f"unknown huber_schedule {huber_schedule!r}; use one of {', '.join(HUBER_SCHEDULES)}")
+
+
+def timestep_terms(schedule, t, prediction_type, snr_gamma=0.0, debiased=False, scale_v_pred_loss_like_noise_pred=False,
+                   v_pred_like_loss=0.0, loss_type="l2", huber_schedule="snr", huber_c=0.1, huber_scale=1.0):
+    """:class:`TimestepTerms` of timesteps ``t``: abar_t; the loss weight, the product (kohya-ss applies them one
+    after another) of min-SNR-gamma, the debiased-estimation weight, scale_v_pred_loss_like_noise_pred (v) and
+    v_pred_like_loss (eps); the Huber threshold of ``huber_schedule`` (ones unless loss_type is huber or
+    smooth_l1). Computed in float64, returned as float32."""
+    t = np.asarray(t, dtype=np.int64)
+    kind = normalize_prediction_type(prediction_type)
     abar = schedule.alphas_cumprod[t]
+    snr = np.asarray(schedule.snr[t], dtype=np.float64)
+    weight = np.ones_like(abar)
     if snr_gamma and snr_gamma > 0:
-        snr = schedule.snr[t]
         with np.errstate(divide="ignore", invalid="ignore"):
-            weight = min_snr_weight(snr, snr_gamma, prediction_type)
+            weight = min_snr_weight(snr, snr_gamma, kind)
         # zero-terminal-SNR schedules have snr = 0 at t = T-1: eps weight is then 0/0 -> use 1 (the limit)
         weight = np.where(np.isfinite(weight), weight, 1.0)
-    else:
-        weight = np.ones_like(abar)
+    if scale_v_pred_loss_like_noise_pred:
+        if kind != "v":
+            raise ValueError("scale_v_pred_loss_like_noise_pred needs a v model")
+        weight = weight * v_as_noise_weight(snr)
+    if v_pred_like_loss:
+        if kind != "eps":
+            raise ValueError("v_pred_like_loss needs an eps model")
+        with np.errstate(divide="ignore"):
+            weight = weight * v_like_loss_weight(snr, float(v_pred_like_loss))
     if debiased:
-        weight = weight * debiased_weight(np.asarray(schedule.snr[t], dtype=np.float64), prediction_type)
-    return np.asarray(abar, dtype=np.float32), np.asarray(weight, dtype=np.float32)
+        weight = weight * debiased_weight(snr, kind)
+    huber = (huber_threshold(schedule, t, huber_schedule, huber_c, huber_scale)
+             if loss_type in ("huber", "smooth_l1") else np.ones_like(abar))
+    return TimestepTerms(np.asarray(abar, dtype=np.float32), np.asarray(weight, dtype=np.float32),
+                         np.asarray(huber, dtype=np.float32))
+
+
+LOSS_OPTIONS = ("snr_gamma", "scale_v_pred_loss_like_noise_pred", "v_pred_like_loss", "loss_type", "huber_schedule",
+                "huber_c", "huber_scale")
+
+
+_TERM_DEFAULTS = {k: p.default for k, p in inspect.signature(timestep_terms).parameters.items()}
+
+
+def loss_options(cfg):
+    """The keyword arguments of :func:`timestep_terms` a parsed recipe sets (defaults where it lacks one)."""
+    options = {name: getattr(cfg, name, _TERM_DEFAULTS[name]) for name in LOSS_OPTIONS}
+    options["debiased"] = bool(getattr(cfg, "debiased_estimation_loss", False))
+    return options
 
 
 def _hw_dynamic(tensor):

@@ -2,15 +2,15 @@
 
 A training loss jumps with the timesteps and noise each batch happens to draw; to compare one step (or
 one run) with another, every evaluation here uses the same draws: each held-out image is scored at
-:data:`VALIDATION_TIMESTEPS_FRACTIONS` of the schedule (the centres of five equal bins of t) with noise
-and VAE noise keyed only by (seed, image), no caption dropout, no crop or flip randomness. The loss is
-the objective's weighted loss (min-SNR / debiased weights as in training), averaged over images and
-timesteps. Batches are the training batch size, one bucket each, so the graphs are the training
+:data:`VALIDATION_TIMESTEPS_FRACTIONS` of the training timesteps [min_timestep, max_timestep) (the
+centres of five equal bins of t) with noise and VAE noise keyed only by (seed, image), no caption
+dropout, no crop or flip randomness, and none of the noise options (offset, multires, input
+perturbation: they are training-time augmentations). The loss is the objective's loss (its loss_type
+and Huber threshold) with its weights (min-SNR, debiased, the v-pred options as in training), averaged
+over images and timesteps. Batches are the training batch size, one bucket each, so the graphs are the training
 shapes' (a bucket's last batch is padded with weight-0 rows, which the mean leaves out).
 """
 import numpy as np
-
-from ldm.train.trainer import timestep_terms
 
 VALIDATION_TIMESTEPS_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 VALIDATION_STREAM = 0x7A11D   # key word of the validation draws' generator
@@ -42,8 +42,8 @@ class ValidationLoss:
     def __init__(self, run, dataset):
         self.run = run
         self.dataset = dataset
-        num = run.schedule.num_train_timesteps
-        self.timesteps = [int(f * num) for f in VALIDATION_TIMESTEPS_FRACTIONS]
+        low, high = run.timestep_range()          # the training range (min_timestep, max_timestep)
+        self.timesteps = [low + int(f * (high - low)) for f in VALIDATION_TIMESTEPS_FRACTIONS]
         self.batch_size = run.cfg.train_batch_size
         self._batches = None
 
@@ -85,12 +85,13 @@ class ValidationLoss:
             mask = (np.arange(self.batch_size) < real).astype(np.float32)
             tokens = Tensor(run.model.tokenize(batch["text"]).astype(np.int32))
             latents, cond = run.step_fn.encode_images(Tensor(batch["image"]), tokens, Tensor(batch["vae_noise"]))
+            noise = Tensor(batch["noise"])
             for t_value in self.timesteps:
                 t = np.full(self.batch_size, t_value, np.int32)
-                abar, weight = timestep_terms(run.schedule, t, run.prediction_type, run.cfg.snr_gamma,
-                                              run.cfg.debiased_estimation_loss)
-                _, per_sample = run.step_fn.evaluate(latents, cond, Tensor(t), Tensor(batch["noise"]), Tensor(abar),
-                                                     Tensor((weight * mask).astype(np.float32)))
+                terms = run.timestep_terms(t)
+                _, per_sample = run.step_fn.evaluate(latents, cond, Tensor(t), noise, noise,
+                                                     Tensor(terms.alphas_cumprod), Tensor(terms.huber_c),
+                                                     Tensor((terms.weight * mask).astype(np.float32)))
                 total += float(per_sample.asnumpy()[:real].sum())
                 count += real
         return total / max(count, 1)
