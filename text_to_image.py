@@ -313,6 +313,11 @@ def settings_from_args(args):
                           "the VAE decodes %s image(s) at a time (estimated peak %.1f GiB)",
                           memory.whole.total / 2 ** 30, memory.unet_batch or args.n_samples,
                           memory.vae_batch or args.n_samples, memory.estimate.total / 2 ** 30))
+    from ldm.pipeline_inpaint import CONCAT, config_mode
+    args.inpainting_model = config_mode(config) == CONCAT    # drawn as inpainting with everything repainted
+    if args.inpainting_model and args.init_image:
+        raise UserError(f"{config} describes an inpainting model (its UNet takes a mask): for img2img with it use "
+                        "inpaint.py (--image, --mask, --strength)")
     choice = resolve_lora(args.lora_ckpt_path, args.use_lora, args.lora_rank, args.lora_ft_unet,
                           args.lora_ft_text_encoder)       # the last check: it logs only after its checks
     args.lora_choice = choice
@@ -351,8 +356,10 @@ def main(argv=None):
     if args.device_target:
         ms.set_device(args.device_target)
     from ldm.pipeline import Text2ImagePipeline
+    from ldm.pipeline_inpaint import InpaintPipeline
     from ldm.pipeline_run import run_to_folder
-    pipe = Text2ImagePipeline.from_config(settings.config, settings.checkpoint,
+    pipe = (InpaintPipeline if args.inpainting_model else Text2ImagePipeline).from_config(
+                                          settings.config, settings.checkpoint,
                                           lora_path=args.lora_choice.path, lora_scale=args.lora_scale,
                                           lora_prefixes=args.lora_choice.prefixes,
                                           adopt_recorded_spec=not args.config,

@@ -52,7 +52,7 @@ def table(unet, text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--config", default="configs/v2-vpred-inference.yaml")
     parser.add_argument("--out", default="", help="write the markdown report here (e.g. "
                                                   "bench/results_optimizer_state.md)")

@@ -64,6 +64,17 @@ class PlainDenoiser(nn.Cell):
         return self.model.apply_model(x, t, context)
 
 
+def noised_latents(smp, i, x0, noise):
+    """The latent sampler ``smp`` holds before call i for clean latents x0 and unit noise (numpy, float32):
+    x0 noised to ``smp.noise_level(i)``, as diffusers' ``scheduler.add_noise`` does (img2img's start,
+    inpainting's known region)."""
+    abar = smp.noise_level(i)
+    x = np.sqrt(abar) * x0 + np.sqrt(1.0 - abar) * noise
+    if float(smp.init_noise_sigma) != 1.0:       # sigma-space samplers hold x0 + sigma * eps
+        x = x / np.sqrt(abar)
+    return x.astype(np.float32)
+
+
 def initial_noise(seeds, shape):
     """(len(seeds), *shape) unit-variance float32 noise, image j from default_rng(seeds[j])."""
     return np.stack([np.random.default_rng(int(s) % 2 ** 63).standard_normal(shape)
@@ -189,8 +200,11 @@ class Text2ImagePipeline:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def encode_images(self, images, seeds):
-        """uint8 (N,H,W,3) -> scaled latents, sampling the VAE posterior with per-image noise."""
-        mean, logvar = self._run("encode", ms.Tensor(from_uint8(images)))
+        """uint8 (N,H,W,3) (or float32 (N,3,H,W) in [-1, 1]) -> scaled latents, sampling the VAE posterior
+        with per-image noise: image j's from default_rng(seeds[j] + 7919)."""
+        images = np.asarray(images)
+        pixels = from_uint8(images) if images.dtype == np.uint8 else images.astype(np.float32)
+        mean, logvar = self._run("encode", ms.Tensor(pixels))
         noise = initial_noise([s + 7919 for s in seeds], tuple(mean.shape[1:]))
         return self.model.get_first_stage_encoding(mean, logvar, ms.Tensor(noise))
 
@@ -253,13 +267,15 @@ class Text2ImagePipeline:
         contexts = [context if len(slices) == 1 else
                     (ops.cat((context[a:b], context[n + a:n + b])) if guided else context[a:b]) for a, b in slices]
 
+        model_call = self._model_call(smp, start, guided, scale_t, rescale_t)
+        calls = iter(range(start, len(smp.timesteps)))       # the sampler calls denoise once per call index
+
         def denoise(x_in, t):
-            outs = []
+            i, outs = next(calls), []
             for (a, b), ctx in zip(slices, contexts):
                 x_part = x_in if len(slices) == 1 else x_in[a:b]
                 t_part = ms.Tensor(np.full((b - a,), t, dtype=np.float32))
-                outs.append(self._run("guided", x_part, t_part, ctx, scale_t, rescale_t) if guided
-                            else self._run("plain", x_part, t_part, ctx))
+                outs.append(model_call(x_part, t_part, ctx, i, (a, b)))
             return outs[0] if len(outs) == 1 else ops.cat(outs, 0)
 
         intermediates = []
@@ -274,6 +290,14 @@ class Text2ImagePipeline:
                                 progress=progress):
             pass
         return GenerationResult(self.decode(x), seeds, intermediates, x.asnumpy())
+
+    def _model_call(self, smp, start, guided, scale, rescale):
+        """``call(x, t, context, i, rows)``: the (guided) model on one micro-batch at model call ``i`` of sampler
+        ``smp`` (the run's first call is ``start``; ``rows``: the (start, stop) of its images in the batch), made
+        once per generation. :mod:`ldm.pipeline_controlnet` returns one that adds the ControlNet residuals."""
+        if guided:
+            return lambda x, t, context, i, rows: self._run("guided", x, t, context, scale, rescale)
+        return lambda x, t, context, i, rows: self._run("plain", x, t, context)
 
     def _run(self, name, *args):
         """A (compiled) network call; if graph compilation fails, warn once and run that call eagerly."""
@@ -299,13 +323,8 @@ class Text2ImagePipeline:
         kept = min(int(steps * float(strength)), steps)
         if kept == 0:
             raise UserError(f"strength {strength} with {steps} steps leaves no step to run; raise either")
-        per_step = max(1, len(smp.timesteps) // steps)
-        start = (steps - kept) * per_step
-        abar = smp.noise_level(start)
-        x = np.sqrt(abar) * x0.asnumpy() + np.sqrt(1.0 - abar) * noise
-        if float(smp.init_noise_sigma) != 1.0:       # sigma-space samplers hold x0 + sigma * eps
-            x = x / np.sqrt(abar)
-        return ms.Tensor(x.astype(np.float32)), start
+        start = (steps - kept) * getattr(smp, "calls_per_step", 1)     # diffusers: timesteps[t_start * order:]
+        return ms.Tensor(noised_latents(smp, start, x0.asnumpy(), noise)), start
 
     @staticmethod
     def _init_images(init_image, width, height, n):
@@ -369,7 +388,8 @@ def validation_sampler(compile_graphs, image_size):
     imports this module): a pipeline on the training model, with the pipeline's size rule checked for
     ``image_size`` when it is built rather than at the first validation."""
     def make(model, config):
-        pipe = Text2ImagePipeline(model, config, compile=compile_graphs)
+        from ldm.pipeline_inpaint import pipeline_class        # an inpainting UNet draws with its own pipeline
+        pipe = pipeline_class(model)(model, config, compile=compile_graphs)
         try:
             geometry = getattr(pipe, "geometry", None)      # the model's own size multiple, where known
             pipe.check_size(image_size, image_size, *((geometry,) if geometry is not None else ()))

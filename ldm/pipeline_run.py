@@ -71,6 +71,7 @@ class RunSettings:
     pack_prompts: bool = False         # prompt file: n_samples different prompts per batch
     long_prompts: bool = False         # MindONE's --support_long_prompts
     n_rows: int = 0                    # grid images per row (0: n_samples)
+    record_extra: dict = dataclasses.field(default_factory=dict)   # more fields of every manifest line (inpaint.py)
 
 
 @dataclasses.dataclass
@@ -203,6 +204,7 @@ def image_record(settings, batch, j, file, run_start, sampler, guidance_rescale)
         rec["lora"] = settings.lora
     if settings.long_prompts:
         rec["long_prompts"] = True
+    rec.update(settings.record_extra)
     return rec
 
 
@@ -340,12 +342,13 @@ def _remove_empty(folders):
 
 
 def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False, resume=False,
-                  progress=True, log=print, started=None):
+                  progress=True, log=print, started=None, generate_options=None):
     """Generate every image of ``settings`` into ``output_path``; returns a summary dict.
 
     Everything that can be checked is checked before the first folder is made (the sampler's plan on
     the model's own spec included); then ``started()`` is called (text_to_image.py logs its summary
-    line there). A failure before the first image leaves no folder this call created."""
+    line there). A failure before the first image leaves no folder this call created. ``generate_options``:
+    more keyword arguments of every ``pipe.generate`` call (inpaint.py: the image and mask)."""
     check_negative_file(settings)
     manifest = Manifest(output_path)
     done = manifest.read()
@@ -372,7 +375,7 @@ def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False,
     try:
         summary = _generate_all(pipe, settings, output_path, sampler, guidance_rescale, init_latents,
                                 init_image, run_start, done, total, manifest, skip_grid, skip_save, resume,
-                                progress)
+                                progress, generate_options or {})
     except BaseException:
         _remove_empty(created)       # the folders stay only if an image made it into them
         raise
@@ -384,7 +387,7 @@ def run_to_folder(pipe, settings, output_path, skip_grid=False, skip_save=False,
 
 
 def _generate_all(pipe, settings, output_path, sampler, guidance_rescale, init_latents, init_image, run_start,
-                  done, total, manifest, skip_grid, skip_save, resume, progress):
+                  done, total, manifest, skip_grid, skip_save, resume, progress, generate_options):
     """The generation loop of :func:`run_to_folder` (its arguments already checked and prepared)."""
     bar = None
     if progress:
@@ -415,7 +418,7 @@ def _generate_all(pipe, settings, output_path, sampler, guidance_rescale, init_l
                                scale=settings.scale, guidance_rescale=guidance_rescale,
                                seeds=batch.seeds, latents=latents, init_image=init_image,
                                strength=settings.strength, intermediates_every=settings.save_intermediates,
-                               long_prompts=settings.long_prompts)
+                               long_prompts=settings.long_prompts, **generate_options)
         generated += len(batch.prompts)
         if first_image_s is None:
             first_image_s = time.perf_counter() - clock

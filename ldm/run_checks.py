@@ -97,7 +97,8 @@ def geometry_from_config(config):
         mult = tuple(int(m) for m in unet.get("channel_mult", base.channel_mult))
         vae_mult = tuple(int(m) for m in dd.get("ch_mult", base.vae_ch_mult))
         return ModelGeometry(
-            latent_channels=int(unet.get("in_channels", base.latent_channels)),
+            # the latents the sampler runs on: the UNet's output (an inpainting UNet takes 5 more inputs)
+            latent_channels=int(unet.get("out_channels", unet.get("in_channels", base.latent_channels))),
             vae_factor=2 ** (len(vae_mult) - 1), unet_levels=len(mult),
             model_channels=int(unet.get("model_channels", base.model_channels)), channel_mult=mult,
             num_res_blocks=int(unet.get("num_res_blocks", base.num_res_blocks)),

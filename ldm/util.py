@@ -75,9 +75,18 @@ def part_params(config, key):
 # MindONE's (and CompVis') target strings -> ours, so their model YAMLs build our classes unchanged
 TARGET_ALIASES = {
     "ldm.models.diffusion.ddpm.LatentDiffusion": "ldm.models.latent_diffusion.LatentDiffusion",
+    # inpainting (MindONE's and Stability's v2-inpaint configs): the same container, the UNet's 9 input channels
+    # say what it is (ldm.pipeline_inpaint)
+    "ldm.models.diffusion.ddpm.LatentInpaintDiffusion": "ldm.models.latent_diffusion.LatentDiffusion",
     "ldm.modules.diffusionmodules.openaimodel.UNetModel": "ldm.models.unet.UNetModel",
     "ldm.modules.encoders.modules.FrozenCLIPEmbedder": "ldm.models.text_encoder.FrozenCLIPEmbedder",
     "ldm.models.autoencoder.AutoencoderKL": "ldm.models.autoencoder.AutoencoderKL",
+    # MindONE's ControlNet configs (cldm): the base model is ours; its ControlNet is read from
+    # control_stage_config by ldm.convert.controlnet (the UNet ignores the control keys it is given)
+    "cldm.cldm.ControlLDM": "ldm.models.latent_diffusion.LatentDiffusion",
+    "cldm.cldm.ControlledUnetModel": "ldm.models.unet.UNetModel",
+    "cldm.cldm.ControlnetUnetModel": "ldm.models.unet.UNetModel",
+    "cldm.cldm.ControlNet": "ldm.models.controlnet.ControlNetModel",
 }
 
 

@@ -711,3 +711,131 @@ def train_rank_pattern_typo(folder):
 
 def train_rank_pattern_rank_zero(folder):
     _rank_pattern(folder, b"to_q: {rank: 0, alpha: 2}\n")
+
+
+# ---- inpaint.py bad inputs (tests/test_inpaint_cli.py): {tmp}/image.png and {tmp}/mask.png
+def _inp_png(path, width, height, mask=False):
+    import numpy as np
+    from PIL import Image
+    if mask:
+        array = np.zeros((height, width), np.uint8)
+        array[height // 4:3 * height // 4, width // 4:3 * width // 4] = 255
+    else:
+        array = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(array).save(path)
+
+
+def inp_files(folder, image=(64, 64), mask=(64, 64)):
+    """A random 64x64 image and a mask with a white square in the middle."""
+    _inp_png(os.path.join(folder, "image.png"), *image)
+    _inp_png(os.path.join(folder, "mask.png"), *mask, mask=True)
+
+
+def inp_mask_other_aspect(folder):
+    inp_files(folder, mask=(64, 32))
+
+
+def inp_mask_half_size(folder):
+    """A 32x32 mask for a 64x64 image: the same aspect ratio, resized (a run that must fail elsewhere)."""
+    inp_files(folder, mask=(32, 32))
+
+
+def inp_image_other_aspect(folder):
+    inp_files(folder, image=(96, 64), mask=(96, 64))
+
+
+def inp_small_image(folder):
+    inp_files(folder, image=(16, 16), mask=(16, 16))
+
+
+def inp_text_image(folder):
+    inp_files(folder)
+    with open(os.path.join(folder, "image.png"), "w", encoding="utf-8") as f:
+        f.write("this is text, not a PNG\n")
+
+
+def inp_truncated_mask(folder):
+    inp_files(folder)
+    path = os.path.join(folder, "mask.png")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+
+
+def inp_mask_folder(folder):
+    inp_files(folder)
+    os.remove(os.path.join(folder, "mask.png"))
+    os.makedirs(os.path.join(folder, "mask.png"))
+
+
+def inp_shapes_inpaint_config(folder):
+    """{tmp}/shapes_inpaint.yaml: the demo model's config with a 9-channel (inpainting) UNet; the demo checkpoint
+    models/tiny_shapes_base.ckpt is its text-to-image counterpart."""
+    inp_files(folder)
+    with open(os.path.join(REPO, "configs", "tiny-shapes-v2.yaml"), encoding="utf-8") as f:
+        text = f.read()
+    assert "        in_channels: 4\n" in text
+    with open(os.path.join(folder, "shapes_inpaint.yaml"), "w", encoding="utf-8") as f:
+        f.write(text.replace("        in_channels: 4\n", "        in_channels: 9\n", 1))
+
+
+def inp_inpaint_checkpoint(folder):
+    """{tmp}/inpaint9.safetensors: the demo checkpoint with a 9-channel UNet input conv (an inpainting checkpoint
+    for configs/tiny-shapes-v2.yaml's shapes otherwise)."""
+    import numpy as np
+    from ldm.convert.readers import read_weight_file, write_safetensors
+    inp_files(folder)
+    state = read_weight_file(os.path.join(REPO, "models", "tiny_shapes_base.ckpt"))
+    name = "model.diffusion_model.input_blocks.0.0.conv.weight"
+    w = state[name]
+    state[name] = np.concatenate([w, np.zeros((w.shape[0], 5) + w.shape[2:], w.dtype)], axis=1)
+    write_safetensors({k: v for k, v in state.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"},
+                      os.path.join(folder, "inpaint9.safetensors"))
+
+
+def inp_other_mask_run(folder):
+    """An output folder whose image 0 was made by the same command line with another mask, for --resume."""
+    import json
+    inp_files(folder)
+    os.makedirs(os.path.join(folder, "out", "samples"))
+    _inp_png(os.path.join(folder, "out", "samples", "00000.png"), 32, 32)
+    rec = dict(index=0, file="samples/00000.png", prompt="a cat", negative_prompt="", seed=42,
+               sampler="mindone_plms", steps=4, scale=7.5, width=32, height=32, run_start=0,
+               image=os.path.join(folder, "image.png"), mask=os.path.join(folder, "other_mask.png"), strength=1.0,
+               aug="resize", inpaint_mode="concat")
+    with open(os.path.join(folder, "out", "manifest.jsonl"), "w", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def inp_non_utf8_prompts(folder):
+    inp_files(folder)
+    non_utf8_prompts(folder)
+
+
+# ------------------------------------------------------------------ controlnet_image2image.py
+# (tests/test_controlnet_cli.py)
+
+def cn_files(folder):
+    """photo.png (48x32 RGB shapes), wide.png (64x32: another aspect ratio), text.png (not an image)."""
+    from PIL import Image, ImageDraw
+    img = Image.new("RGB", (48, 32), (30, 30, 30))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((8, 4, 30, 28), fill=(220, 40, 40))
+    draw.rectangle((32, 8, 44, 24), fill=(40, 200, 60))
+    img.save(os.path.join(folder, "photo.png"))
+    Image.new("RGB", (64, 32), (0, 0, 0)).save(os.path.join(folder, "wide.png"))
+    _write(os.path.join(folder, "text.png"), b"not an image\n")
+
+
+def cn_other_base(folder):
+    """cn_files plus other_base.ckpt: a ControlNet made for configs/tiny-v2.yaml (UNet width 32, text context
+    32), not for the demo model (64, 64)."""
+    sys.path.insert(0, REPO)
+    from ldm.convert.controlnet import save_controlnet
+    from ldm.models.controlnet import ControlNetModel, controlnet_params_from_unet
+    from ldm.util import load_config, part_params
+    cn_files(folder)
+    unet = part_params(load_config(os.path.join(REPO, "configs", "tiny-v2.yaml")), "unet_config")
+    save_controlnet(ControlNetModel(**controlnet_params_from_unet(unet, 3, (16, 32, 32))),
+                    os.path.join(folder, "other_base.ckpt"))

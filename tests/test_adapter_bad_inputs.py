@@ -94,7 +94,7 @@ RESUME_INTEGRITY = [
 REFUSE_FIRST = [
     t2i("SD 1.x LoRA on an SD 2.x model, with notices due",
         ["--lora_ckpt_path", "{repo}/tests/fixtures/lora/sd1_kohya.safetensors", "--lora_ft_text_encoder", "False",
-         "--attention", "flash"], "sd1_kohya.safetensors: LoRA weights for model.diffusion_model."),
+         "--attention", "flash"], "a LoRA made for another base model, e.g. SD 1.x adapters on an SD 2.x model?"),
     t2i("NaN weights with the flash notice due", ["--ckpt_path", "{tmp}/nan.ckpt", "--attention", "flash"], NAN,
         setup="weights_nan"),
     resume("truncated resume with the ModelArts notice due", "resume_truncated", "corrupt MindSpore checkpoint",

@@ -14,6 +14,8 @@ CLIS = [
     "train_textual_inversion.py",
     "train_dreambooth.py",
     "text_to_image.py",
+    "inpaint.py",
+    "controlnet_image2image.py",
     "eval/eval_fid.py",
     "eval/eval_clip_score.py",
     "scripts/eval_prompts.py",

@@ -1,8 +1,6 @@
 """Training objective (target, loss, min-SNR weights), LR schedules and recipe parsing."""
 import math
 import os
-import subprocess
-import sys
 
 import mindspore as ms
 import numpy as np
@@ -166,31 +164,11 @@ def test_recipe_keys_cli_wins_and_unknown_key_is_named(tmp_path):
 
 
 def test_help_explains_every_flag():
-    out = subprocess.run([sys.executable, os.path.join(REPO, "train_text_to_image.py"), "-h"],
-                         capture_output=True, text=True, cwd=REPO, timeout=120).stdout
+    """Every option has a flag in -h (the CLI's own -h output: tests/test_readme.py)."""
+    from ldm.train.config import build_parser
+    out = build_parser().format_help()
     for name in OPTIONS:
         assert f"--{name}" in out
-
-
-@pytest.mark.parametrize("case", ["missing_data", "bad_csv", "unknown_key"])
-def test_bad_input_is_one_line_and_nonzero_exit(tmp_path, case):
-    data = tmp_path / "data"
-    data.mkdir()
-    (tmp_path / "model.yaml").write_text("model: {}\n")
-    args = ["--model_config", str(tmp_path / "model.yaml"), "--data_path", str(data)]
-    if case == "missing_data":
-        args[-1] = str(tmp_path / "nope")
-    elif case == "bad_csv":
-        (data / "img_txt.csv").write_text("file,caption\na.png,hello\n")
-    else:
-        args = ["--train_config", _recipe(tmp_path, "learning_rate: 1\n")]
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "train_text_to_image.py")] + args,
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
-    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
-    assert proc.returncode != 0
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    expected = {"missing_data": "nope", "bad_csv": "dir, text", "unknown_key": "learning_rate"}[case]
-    assert expected in lines[0]
 
 
 def test_shipped_recipes_parse():

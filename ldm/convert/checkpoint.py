@@ -227,7 +227,8 @@ def load_model(config, ckpt_path=None, strict=True, adopt_recorded_spec=False, c
         return build_model(cfg, **spec_overrides)
     if not os.path.exists(ckpt_path):
         raise CheckpointError(f"checkpoint not found: {ckpt_path}")
-    state = read_state_dict(ckpt_path)
+    from ldm.convert.names_controlnet import without_controlnet
+    state = without_controlnet(read_state_dict(ckpt_path))   # a base + ControlNet file: the base part
     recorded = recorded_spec(state)
     if recorded is not None and check_spec:
         if adopt_recorded_spec:

@@ -134,8 +134,10 @@ def write_diffusers_folder(exported, cfg, folder):
         write_tokenizer(os.path.join(tmp, "tokenizer"), pad)
         os.makedirs(os.path.join(tmp, "scheduler"))
         _write_json(os.path.join(tmp, "scheduler", "scheduler_config.json"), scheduler_config(spec))
+        inpainting = unet.get("in_channels", 4) == 2 * unet.get("out_channels", 4) + 1   # [latents, mask, masked]
         _write_json(os.path.join(tmp, "model_index.json"), {
-            "_class_name": "StableDiffusionPipeline", "_diffusers_version": DIFFUSERS_VERSION,
+            "_class_name": "StableDiffusionInpaintPipeline" if inpainting else "StableDiffusionPipeline",
+            "_diffusers_version": DIFFUSERS_VERSION,
             "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
             "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
             "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],

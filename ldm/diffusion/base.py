@@ -71,6 +71,8 @@ class Sampler:
     default_spacing = "linspace"
     solver_grid = False          # DPM-Solver/UniPC lay n+1 grid points (see schedule.spaced_timesteps)
     integer_timesteps = True
+    calls_per_step = 1           # model calls per inference step (diffusers' scheduler.order): img2img's step k
+                                 # starts at call k * calls_per_step
 
     def __init__(self, spec=None, schedule=None, timestep_spacing=None, steps_offset=1, prediction_type=None,
                  beta_schedule=None, linear_start=None, linear_end=None, num_train_timesteps=None,
@@ -186,12 +188,15 @@ class Sampler:
             pass
         return x
 
-    def iterate(self, denoise_fn, x, start=0, callback=None, noise_fn=None, seed=None, progress=False):
+    def iterate(self, denoise_fn, x, start=0, callback=None, noise_fn=None, seed=None, progress=False,
+                replace=None):
         """Generator over (latent, pred_x0) after every model call from call ``start`` on.
 
         ``x`` is the latent the sampler holds before call ``start`` (for a fresh run: x_T times
         ``init_noise_sigma``; for img2img: a noised latent at ``noise_level(start)``). ``sample`` and
         the text-to-image pipeline both consume this generator, so they drive samplers alike.
+        ``replace(i, x) -> x``: the latent the sampler goes on from after call i (inpainting's blending of
+        the known region, ldm.pipeline_inpaint); runs before ``callback``.
         """
         if self.timesteps is None:
             raise ValueError(f"{self.name}: call set_timesteps(n) or pass num_inference_steps")
@@ -206,6 +211,8 @@ class Sampler:
             t = float(self.timesteps[i])
             out = denoise_fn(self.scale_model_input(x, i), t)
             x, pred_x0 = self.step(out, i, x, noise_fn)
+            if replace is not None:
+                x = replace(i, x)
             if callback is not None:
                 callback(i, t, x, pred_x0)
             yield x, pred_x0

@@ -158,17 +158,24 @@ class DPMSolverMultistepSampler(_DPMSolverBase):
         self.timesteps, self.sigmas = ts, sig
         alpha, sigma, lam = self._levels(sig)
         self._plan_conversions(alpha, sigma)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            self._updates = [_finite(self.name, i, *multistep_coefficients(self.algorithm_type, self.solver_type,
-                                                                           alpha, sigma, lam, i, order))
-                             for i, order in enumerate(self._orders(n))]
+        self._planned_orders, self._grid_levels = self._orders(n), (alpha, sigma, lam)
+        self._updates = [self._coefficients(i, order) for i, order in enumerate(self._planned_orders)]
         self.final_alpha_cumprod = float(alpha[-1] ** 2)
+
+    def _coefficients(self, i, order):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return _finite(self.name, i, *multistep_coefficients(self.algorithm_type, self.solver_type,
+                                                                 *self._grid_levels, i, order))
 
     def _step(self, model_output, i, sample, noise_fn=None):
         m = self._convert(model_output, sample, i)
         hist = self._state.setdefault("outputs", [])
         hist[:] = hist[-2:] + [m]
         A, B, C = self._updates[i]
+        if len(hist) < self._planned_orders[i]:
+            # a run that starts mid-schedule (img2img, inpainting strength) warms up with lower orders, as
+            # diffusers' lower_order_nums does
+            A, B, C = self._coefficients(i, len(hist))
         terms = [(A, sample)] + [(B[k], hist[-1 - k]) for k in range(len(hist)) if B[k] != 0.0]
         if self.stochastic:
             terms.append((C, self._draw(noise_fn, sample)))

@@ -118,6 +118,7 @@ class HeunSampler(_KSampler):
     Model calls: 2n - 1; call 2k is the Euler predictor of step k, call 2k+1 its trapezoidal corrector."""
 
     name = "heun"
+    calls_per_step = 2
     defaults = dict(use_karras_sigmas=False, clip_sample=False, clip_sample_range=1.0)
 
     def _plan(self, n):
@@ -170,5 +171,7 @@ class LMSSampler(_KSampler):
         d = combine([(1.0 / c["s"], sample), (-1.0 / c["s"], x0)])
         ders = self._state.setdefault("derivatives", [])
         ders[:] = ders[-(self.order - 1):] + [d] if self.order > 1 else [d]
-        terms = [(1.0, sample)] + [(coef, ders[-1 - k]) for k, coef in enumerate(c["coefs"])]
+        # a run that starts mid-schedule (img2img, inpainting strength) has fewer derivatives than step i's
+        # order: the sum stops at the ones there are, as diffusers' zip over its derivative list does
+        terms = [(1.0, sample)] + [(coef, ders[-1 - k]) for k, coef in enumerate(c["coefs"]) if k < len(ders)]
         return StepOutput(combine(terms), x0)

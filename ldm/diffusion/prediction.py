@@ -14,8 +14,9 @@ import numpy as np
 from ldm.diffusion import xp
 
 PREDICTION_TYPES = ("eps", "v", "x0")
-# the one alias table: ours, diffusers' (epsilon, v_prediction, sample) and MindONE's (velocity)
-_ALIASES = {"eps": "eps", "epsilon": "eps", "v": "v", "v_prediction": "v", "velocity": "v",
+# the one alias table: ours, diffusers' (epsilon, v_prediction, sample) and MindONE's (velocity; "noise" in
+# its v2-inpaint-inference.yaml)
+_ALIASES = {"eps": "eps", "epsilon": "eps", "noise": "eps", "v": "v", "v_prediction": "v", "velocity": "v",
             "x0": "x0", "sample": "x0"}
 DIFFUSERS_NAMES = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
 

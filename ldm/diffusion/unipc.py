@@ -59,7 +59,7 @@ class UniPCSampler(Sampler):
         for i in range(n):
             order = min(self.solver_order, n - i) if self.lower_order_final else self.solver_order
             orders.append(min(order, i + 1))
-        self._orders = orders
+        self._orders, self._grid_levels = orders, (alpha, sigma, lam)
         self._predictors, self._correctors = [], []
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             for i in range(n):
@@ -119,12 +119,19 @@ class UniPCSampler(Sampler):
         corr = self._correctors[i]
         if corr is not None and "last_sample" in st:
             A, W = corr
+            if st["last_order"] != self._orders[i - 1]:       # the previous step ran at a lower order
+                A, W = self._corrector(i, st["last_order"], *self._grid_levels, self.predict_x0)
             terms = [(A, st["last_sample"]), (W[0], m)] + \
                 [(W[1 + k], hist[-1 - k]) for k in range(min(len(hist), 3)) if W[1 + k] != 0.0]
             sample = combine(terms)
         hist[:] = hist[-2:] + [m]
         st["last_sample"] = sample
         A, W = self._predictors[i]
+        # a run that starts mid-schedule (img2img, inpainting strength) warms up with lower orders, as
+        # diffusers' lower_order_nums does
+        st["last_order"] = min(self._orders[i], len(hist))
+        if st["last_order"] != self._orders[i]:
+            A, W = self._predictor(i, st["last_order"], *self._grid_levels, self.predict_x0)
         terms = [(A, sample)] + [(W[k], hist[-1 - k]) for k in range(len(hist)) if W[k] != 0.0]
         return StepOutput(combine(terms), m if self.predict_x0 else None)
 

@@ -43,6 +43,7 @@ UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "to_out")
 TEXT_TARGETS = ("in_proj", "out_proj", "q_proj", "k_proj", "v_proj")
 DOWN, UP = "lora_down.weight", "lora_up.weight"
 ALPHA_KEY = "lora_meta.alpha"
+OTHER_BASE = " (a LoRA made for another base model, e.g. SD 1.x adapters on an SD 2.x model?)"
 RANK_KEY = "lora_rank"                      # MindONE's LoRA files record their rank under this name
 UNET_PREFIX, TEXT_PREFIX = "model.diffusion_model.", "cond_stage_model."
 CONV_PARENTS = ("ResBlock", "Downsample", "Upsample")   # class names whose k x k convs take conv LoRA
@@ -388,7 +389,8 @@ def load_lora(model, path, scale=1.0, prefixes=None):
         down, up = _as_linear(down), _as_linear(up)
         if (down is None or up is None or up.shape != (cell.weight.shape[0], down.shape[0])
                 or down.shape[1] != cell.weight.shape[1]):
-            raise CheckpointError(f"{path}: LoRA weights for {prefix}weight do not fit its shape {cell.weight.shape}")
+            raise CheckpointError(f"{path}: LoRA weights for {prefix}weight do not fit its shape {cell.weight.shape}"
+                                  f"{OTHER_BASE}")
         rank = down.shape[0]
         if not _is_adapted(cell) or cell.lora_down.shape != down.shape or cell.lora_dora:
             _detach(cell)           # another rank or kind: new adapters
@@ -433,7 +435,8 @@ def _file_delta(weight, down, up, alpha, magnitude, scale, path):
     out_dim, size = weight.shape[0], int(np.prod(weight.shape))
     if up.shape[0] != out_dim or int(np.prod(up.shape)) != out_dim * rank or int(np.prod(down.shape)) * out_dim \
             != size * rank:
-        raise CheckpointError(f"{path}: LoRA weights for {weight.name} do not fit its shape {weight.shape}")
+        raise CheckpointError(f"{path}: LoRA weights for {weight.name} do not fit its shape {weight.shape}"
+                              f"{OTHER_BASE}")
     if magnitude is not None and np.asarray(magnitude).shape != (out_dim,):
         raise CheckpointError(f"{path}: DoRA magnitude of {weight.name} has shape {np.asarray(magnitude).shape}, "
                               f"the layer has {out_dim} output rows")

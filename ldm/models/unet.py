@@ -88,6 +88,47 @@ class TransformerBlock(SpatialTransformer):
         return super().construct(x, context)
 
 
+def transformer_factory(num_heads, num_head_channels, depth, context_dim, use_linear, upcast_attention,
+                        attention_settings):
+    """``transformer(ch)``: the SpatialTransformer of width ``ch`` by the UNet's head rule (``num_head_channels``
+    wins over ``num_heads`` unless it is -1); the UNet and the ControlNet build theirs with it."""
+    def transformer(ch):
+        if num_head_channels == -1:
+            heads, dim_head = num_heads, ch // num_heads
+        else:
+            heads, dim_head = ch // num_head_channels, num_head_channels
+        return TransformerBlock(ch, heads, dim_head, depth, context_dim, use_linear, upcast_attention,
+                                attention_settings)
+    return transformer
+
+
+def encoder_blocks(in_channels, model_channels, channel_mult, num_res_blocks, attention_resolutions,
+                   time_embed_dim, transformer):
+    """The encoder half, ``input_blocks.*`` (the UNet's, and the ControlNet's copy of it): a list of
+    TimestepEmbedSequential and the channel count of each block's output (the skip connections)."""
+    blocks = [TimestepEmbedSequential([InputConv(in_channels, model_channels, 3, padding=1)])]
+    skip_channels = [model_channels]
+    ch, ds = model_channels, 1
+    for level, mult in enumerate(channel_mult):
+        for _ in range(num_res_blocks):
+            layers = [ResBlock(ch, time_embed_dim, mult * model_channels)]
+            ch = mult * model_channels
+            if ds in attention_resolutions:
+                layers.append(transformer(ch))
+            blocks.append(TimestepEmbedSequential(layers))
+            skip_channels.append(ch)
+        if level != len(channel_mult) - 1:
+            blocks.append(TimestepEmbedSequential([Downsample(ch)]))
+            skip_channels.append(ch)
+            ds *= 2
+    return blocks, skip_channels
+
+
+def middle_block(ch, time_embed_dim, transformer):
+    """``middle_block``: ResBlock, transformer, ResBlock at width ``ch``."""
+    return TimestepEmbedSequential([ResBlock(ch, time_embed_dim), transformer(ch), ResBlock(ch, time_embed_dim)])
+
+
 class UNetModel(nn.Cell):
     """Latent-space UNet: ``construct(x (N,C,H,W), timesteps (N,), context (N,L,context_dim)) -> (N,C_out,H,W)``.
 
@@ -128,32 +169,13 @@ class UNetModel(nn.Cell):
         self.time_embed = nn.SequentialCell([dense(model_channels, time_embed_dim), SiLU(),
                                              dense(time_embed_dim, time_embed_dim)])
 
-        def transformer(ch):
-            if num_head_channels == -1:
-                heads, dim_head = num_heads, ch // num_heads
-            else:
-                heads, dim_head = ch // num_head_channels, num_head_channels
-            return TransformerBlock(ch, heads, dim_head, transformer_depth, context_dim,
-                                    use_linear_in_transformer, upcast_attention, self.attention_settings)
-
-        blocks = [TimestepEmbedSequential([InputConv(in_channels, model_channels, 3, padding=1)])]
-        skip_channels = [model_channels]
-        ch, ds = model_channels, 1
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers = [ResBlock(ch, time_embed_dim, mult * model_channels)]
-                ch = mult * model_channels
-                if ds in attention_resolutions:
-                    layers.append(transformer(ch))
-                blocks.append(TimestepEmbedSequential(layers))
-                skip_channels.append(ch)
-            if level != len(channel_mult) - 1:
-                blocks.append(TimestepEmbedSequential([Downsample(ch)]))
-                skip_channels.append(ch)
-                ds *= 2
+        transformer = transformer_factory(num_heads, num_head_channels, transformer_depth, context_dim,
+                                          use_linear_in_transformer, upcast_attention, self.attention_settings)
+        blocks, skip_channels = encoder_blocks(in_channels, model_channels, channel_mult, num_res_blocks,
+                                               attention_resolutions, time_embed_dim, transformer)
         self.input_blocks = nn.CellList(blocks)
-        self.middle_block = TimestepEmbedSequential([ResBlock(ch, time_embed_dim), transformer(ch),
-                                                     ResBlock(ch, time_embed_dim)])
+        ch, ds = skip_channels[-1], 2 ** (len(channel_mult) - 1)
+        self.middle_block = middle_block(ch, time_embed_dim, transformer)
         blocks = []
         for level, mult in list(enumerate(channel_mult))[::-1]:
             for i in range(num_res_blocks + 1):
@@ -184,7 +206,11 @@ class UNetModel(nn.Cell):
             if isinstance(cell, (ResBlock, TransformerBlock)):
                 cell.recompute()
 
-    def construct(self, x, timesteps, context=None):
+    def construct(self, x, timesteps, context=None, control=None):
+        """``control``: None, or the residuals of :class:`ldm.models.controlnet.ControlNetModel` (already scaled,
+        summed over ControlNets): one per skip connection in ``input_blocks`` order, then the middle block's;
+        each is added to its skip (and the last to the middle block's output), as diffusers'
+        ``down_block_additional_residuals`` / ``mid_block_additional_residual``."""
         if timesteps.ndim == 0 or (timesteps.shape[0] == 1 and x.shape[0] > 1):
             timesteps = ops.broadcast_to(timesteps.reshape(1), (x.shape[0],))
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).astype(self.dtype))
@@ -196,8 +222,13 @@ class UNetModel(nn.Cell):
             h = block(h, emb, context)
             skips = skips + (h,)
         h = self.middle_block(h, emb, context)
+        if control is not None:
+            h = h + control[-1].astype(h.dtype)
         n = len(skips)
         for i, block in enumerate(self.output_blocks):
-            h = ops.cat((h, skips[n - 1 - i]), axis=1)
+            skip = skips[n - 1 - i]
+            if control is not None:
+                skip = skip + control[n - 1 - i].astype(skip.dtype)
+            h = ops.cat((h, skip), axis=1)
             h = block(h, emb, context)
         return self.out(h).astype(ms.float32)

@@ -24,6 +24,7 @@ from ldm.models import lora as lora_lib
 from ldm.train.adapters import inject_adapters
 from ldm.train.checkpoint import CheckpointManager, load_resume, resume_file
 from ldm.train.ema import EMA
+from ldm.train.inpaint import inpaint_conditioning
 from ldm.train import mindone_flags
 from ldm.train.config import log_level_value
 from ldm.train import data_options
@@ -258,6 +259,8 @@ class TrainRun:
         self.every_size = self.compile_every_size()
         self.objective = DiffusionObjective(self.model, self.prediction_type, encode_text,
                                             getattr(cfg, "loss_type", "l2"))
+        # an inpainting UNet also takes [mask, masked-image latents] (ldm.train.inpaint); None for any other
+        self.inpaint = inpaint_conditioning(self.model, cfg)
         self.cache = None
         if cfg.cache_latents:
             from ldm.data.latent_cache import LatentCache
@@ -486,9 +489,15 @@ class TrainRun:
                                                 Tensor(batch["vae_noise"]))
         if noise is None:
             noise = compose_noise(batch, NoiseSettings.from_cfg(self.cfg), latent_channel_means(latents.asnumpy()))
-        return ObjectiveInputs(latents, cond, Tensor(batch["t"].astype(np.int32)), Tensor(noise.target),
-                               Tensor(noise.input), Tensor(terms.alphas_cumprod), Tensor(terms.huber_c),
-                               Tensor(terms.weight))
+        inputs = ObjectiveInputs(latents, cond, Tensor(batch["t"].astype(np.int32)), Tensor(noise.target),
+                                 Tensor(noise.input), Tensor(terms.alphas_cumprod), Tensor(terms.huber_c),
+                                 Tensor(terms.weight))
+        extra = self.extra_inputs(batch)
+        return inputs + extra if extra else inputs       # a plain tuple with the extra input
+
+    def extra_inputs(self, batch):
+        """What the objective takes after ObjectiveInputs: an inpainting model's (mask, masked latents) input."""
+        return () if self.inpaint is None else (self.inpaint.concat(batch),)
 
     # ---- loop
     def run(self):

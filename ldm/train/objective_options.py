@@ -28,7 +28,7 @@ import typing
 import numpy as np
 
 # key words of the per-option child streams of a sample's aux_seed
-AUX_STREAMS = {"offset": 1, "pyramid": 2, "ip": 3}
+AUX_STREAMS = {"offset": 1, "pyramid": 2, "ip": 3, "inpaint_mask": 4}   # inpaint_mask: ldm.train.inpaint
 # pyramid levels past which nothing changes: level i divides the side by r^i with r >= 2, so any latent
 # side up to 2**15 (a 262144-pixel-wide image at the VAE's factor 8) is one pixel by level 15, where kohya's
 # loop stops: more iterations would draw nothing more (the recipe's domain, ldm.train.checks)

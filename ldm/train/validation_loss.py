@@ -86,12 +86,14 @@ class ValidationLoss:
             tokens = Tensor(run.model.tokenize(batch["text"]).astype(np.int32))
             latents, cond = run.step_fn.encode_images(Tensor(batch["image"]), tokens, Tensor(batch["vae_noise"]))
             noise = Tensor(batch["noise"])
+            extra = run.extra_inputs(batch)           # an inpainting model's mask and masked latents
             for t_value in self.timesteps:
                 t = np.full(self.batch_size, t_value, np.int32)
                 terms = run.timestep_terms(t)
                 _, per_sample = run.step_fn.evaluate(latents, cond, Tensor(t), noise, noise,
                                                      Tensor(terms.alphas_cumprod), Tensor(terms.huber_c),
-                                                     Tensor((terms.weight * mask).astype(np.float32)))
+                                                     Tensor((terms.weight * mask).astype(np.float32)),
+                                                     *extra)
                 total += float(per_sample.asnumpy()[:real].sum())
                 count += real
         return total / max(count, 1)
