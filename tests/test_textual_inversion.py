@@ -214,7 +214,8 @@ def test_text_to_image_ti_ckpt_path(trained_v2, tmp_path):
     common = ["--config", os.path.join(REPO, "configs", "tiny-v2.yaml"), "--ckpt_path", str(base),
               "--prompt", "a photo of a <cat-toy>", "--W", "32", "--H", "32", "--sampling_steps", "2",
               "--n_iter", "1", "--n_samples", "1", "--scale", "3", "--seed", "0", "--ms_mode", "1", "--skip_grid"]
-    mindone_file, = glob.glob(str(out / "weights" / "*_ti.ckpt"))
+    mindone_file = max(glob.glob(str(out / "weights" / "*_ti.ckpt")),       # the last step's, as learned_embeds
+                       key=lambda path: int(path.rsplit("_", 2)[-2]))
     files = {}
     for name, extra in (("ti", ["--ti_ckpt_path", str(out / "weights" / "learned_embeds.safetensors")]),
                         ("mindone", ["--ti_ckpt_path", mindone_file]), ("plain", [])):
