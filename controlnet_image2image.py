@@ -19,8 +19,9 @@ import logging
 import os
 import sys
 
+from ldm.cli_args import OneLineParser, model_files
 from ldm.errors import UserError, run_cli
-from text_to_image import OneLineParser, _bool, _bytes_on_disk, _existing, parse_log_level
+from text_to_image import _bool, _bytes_on_disk, parse_log_level
 
 logger = logging.getLogger("controlnet_image2image")
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -142,13 +143,7 @@ def resolve_paths(args):
     if args.version not in VERSIONS:
         raise UserError(f"unknown --version {args.version!r}; choose one of {', '.join(VERSIONS)}")
     config, ckpt = VERSIONS[args.version]
-    config = _existing(args.config) if args.config else os.path.join(REPO, config)
-    ckpt = args.ckpt_path or os.path.join(REPO, ckpt)
-    if not os.path.isfile(config):
-        raise UserError(f"config file not found: {config}")
-    if not os.path.exists(ckpt):
-        raise UserError(f"checkpoint not found: {ckpt} (give --ckpt_path)")
-    return config, ckpt
+    return model_files(args.config, args.ckpt_path, config, ckpt, config_beside=False)
 
 
 def control_sources(args):

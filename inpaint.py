@@ -18,11 +18,11 @@ import math
 import os
 import sys
 
-from ldm.cli_args import OneLineParser
+from ldm.cli_args import OneLineParser, model_files
 from ldm.diffusion.samplers import SAMPLER_NAMES
 from ldm.errors import UserError, run_cli
 from ldm.inpaint_inputs import AUGS
-from text_to_image import _bool, _existing, parse_log_level
+from text_to_image import _bool, parse_log_level
 
 logger = logging.getLogger("inpaint")
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -129,17 +129,7 @@ def resolve_paths(args):
     if args.version not in VERSIONS:
         raise UserError(f"unknown --version {args.version!r}; choose one of {', '.join(VERSIONS)}")
     config, ckpt = VERSIONS[args.version]
-    ckpt = args.ckpt_path or os.path.join(REPO, ckpt)
-    if args.config:
-        config = _existing(args.config)
-    else:
-        beside = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "model_config.yaml")
-        config = beside if args.ckpt_path and os.path.isfile(beside) else os.path.join(REPO, config)
-    if not os.path.isfile(config):
-        raise UserError(f"config file not found: {config}")
-    if not os.path.exists(ckpt):
-        raise UserError(f"checkpoint not found: {ckpt} (give --ckpt_path)")
-    return config, ckpt
+    return model_files(args.config, args.ckpt_path, config, ckpt)
 
 
 def choose_sampler(name):

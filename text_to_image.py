@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 
+from ldm.cli_args import OneLineParser, model_files
 from ldm.diffusion.samplers import SAMPLER_NAMES as SAMPLERS
 from ldm.errors import UserError, run_cli
 from ldm.models.attention_ops import MODES as ATTENTION_MODES
@@ -37,13 +38,6 @@ SAMPLER_SWITCHES = (("ddim", "mindone_ddim"), ("dpm_solver", "mindone_dpm_solver
                     ("uni_pc", "mindone_uni_pc"))
 DEFAULT_SAMPLER = "mindone_dpm_solver_pp"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage mistakes become one UserError line (run_cli prints it), not a usage block."""
-
-    def error(self, message):
-        raise UserError(f"{message} (see --help)")
 
 
 def str2bool(value):
@@ -214,31 +208,12 @@ def choose_sampler(args):
     return name
 
 
-def _existing(path):
-    """A relative --config not found from here is taken relative to this repo (MindONE resolves it
-    against the script's folder)."""
-    if os.path.isabs(path) or os.path.exists(path):
-        return path
-    beside = os.path.join(REPO, path)
-    return beside if os.path.exists(beside) else path
-
-
 def resolve_paths(args):
     """(config, checkpoint, the version's size) from --version / --config / --ckpt_path, checked to
-    exist. Without --config, a model_config.yaml that our training saved beside the checkpoint is the
-    config (it states the spec the checkpoint was trained with)."""
+    exist (ldm.cli_args.model_files: a model_config.yaml our training saved beside the checkpoint is the
+    config when --config is not given)."""
     config, ckpt, size = VERSIONS[args.version]
-    ckpt = args.ckpt_path or os.path.join(REPO, ckpt)
-    if args.config:
-        config = _existing(args.config)
-    else:
-        beside = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "model_config.yaml")
-        config = beside if args.ckpt_path and os.path.isfile(beside) else os.path.join(REPO, config)
-    if not os.path.isfile(config):
-        raise UserError(f"config file not found: {config}")
-    if not os.path.exists(ckpt):
-        raise UserError(f"checkpoint not found: {ckpt} (give --ckpt_path)")
-    return config, ckpt, size
+    return model_files(args.config, args.ckpt_path, config, ckpt) + (size,)
 
 
 def _bytes_on_disk(path):

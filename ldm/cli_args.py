@@ -7,6 +7,8 @@ exit 2 before any work starts (docs/training.md, docs/txt2img.md: "one clear lin
 * :func:`output_file` / :func:`output_folder`: an output path that cannot be written (a regular
   file where a folder belongs, a folder where a file belongs) is refused up front, instead of an
   OSError half-way through a run.
+* :func:`model_files`: the (config, checkpoint) pair of the generation CLIs (text_to_image.py, inpaint.py,
+  controlnet_image2image.py), relative --config paths resolved against the repository as MindONE does.
 """
 import argparse
 import math
@@ -92,3 +94,34 @@ def write_text_atomic(path, text, newline=None):
         with open(tmp, "w", encoding="utf-8", newline=newline) as f:
             f.write(text)
     return path
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repo_relative(path):
+    """``path`` as given if it exists (or is absolute), else relative to the repository (MindONE resolves a
+    relative --config against its script's folder)."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = os.path.join(REPO, path)
+    return candidate if os.path.exists(candidate) else path
+
+
+def model_files(config, ckpt, default_config, default_ckpt, config_beside=True):
+    """(config, checkpoint) of a generation CLI from its --config / --ckpt_path (None: not given) and its
+    version's defaults (repository paths), both checked to exist. With ``config_beside`` and no --config, a
+    model_config.yaml that our training saved beside the checkpoint is the config (it states the spec the
+    checkpoint was trained with)."""
+    ckpt_path = ckpt or os.path.join(REPO, default_ckpt)
+    if config:
+        config_path = repo_relative(config)
+    else:
+        beside = os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), "model_config.yaml")
+        use_beside = config_beside and ckpt and os.path.isfile(beside)
+        config_path = beside if use_beside else os.path.join(REPO, default_config)
+    if not os.path.isfile(config_path):
+        raise UserError(f"config file not found: {config_path}")
+    if not os.path.exists(ckpt_path):
+        raise UserError(f"checkpoint not found: {ckpt_path} (give --ckpt_path)")
+    return config_path, ckpt_path
