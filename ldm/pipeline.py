@@ -278,6 +278,12 @@ class Text2ImagePipeline:
                 outs.append(model_call(x_part, t_part, ctx, i, (a, b)))
             return outs[0] if len(outs) == 1 else ops.cat(outs, 0)
 
+        return self._sample(smp, denoise, x, start, seeds, intermediates_every, callback, progress)
+
+    def _sample(self, smp, denoise, x, start, seeds, intermediates_every=0, callback=None, progress=False,
+                replace=None):
+        """Run sampler ``smp`` from call ``start`` and decode: the one sampling loop of every pipeline
+        (intermediates every k steps, the per-step callback, ``replace(i, x_i)`` of inpainting's blending)."""
         intermediates = []
 
         def after_step(i, t, x_i, pred_x0):
@@ -287,7 +293,7 @@ class Text2ImagePipeline:
                 callback(i, t, x_i, pred_x0)
 
         for x, _ in smp.iterate(denoise, x, start=start, callback=after_step, noise_fn=NoiseSource(seeds),
-                                progress=progress):
+                                progress=progress, replace=replace):
             pass
         return GenerationResult(self.decode(x), seeds, intermediates, x.asnumpy())
 

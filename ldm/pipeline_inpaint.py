@@ -31,11 +31,10 @@ import numpy as np
 from mindspore import ops
 
 from ldm import run_checks
-from ldm.diffusion.base import NoiseSource
 from ldm.errors import CheckpointError, UserError
 from ldm.inpaint_inputs import full_mask, prepare, read_image, read_mask
 from ldm.io.images import from_uint8
-from ldm.pipeline import GenerationResult, Text2ImagePipeline, _slices, initial_noise, noised_latents
+from ldm.pipeline import Text2ImagePipeline, _slices, initial_noise, noised_latents
 
 CONCAT, BLEND = "concat", "blend"
 
@@ -183,18 +182,7 @@ class InpaintPipeline(Text2ImagePipeline):
                 known = image_latents if i == last else noised_latents(smp, i + 1, image_latents, noise)
                 return keep * ms.Tensor(known) + (1.0 - keep) * x_i
 
-        intermediates = []
-
-        def after_step(i, t, x_i, pred_x0):
-            if intermediates_every and pred_x0 is not None and (i - start + 1) % intermediates_every == 0:
-                intermediates.append((i, self.decode(pred_x0)))
-            if callback is not None:
-                callback(i, t, x_i, pred_x0)
-
-        for x, _ in smp.iterate(denoise, x, start=start, callback=after_step, noise_fn=NoiseSource(seeds),
-                                progress=progress, replace=replace):
-            pass
-        return GenerationResult(self.decode(x), seeds, intermediates, x.asnumpy())
+        return self._sample(smp, denoise, x, start, seeds, intermediates_every, callback, progress, replace)
 
     # ---- pieces of generate
     def _inputs(self, image, mask, width, height):
