@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from ldm.errors import UserError
+from ldm.io.images import same_aspect
 
 logger = logging.getLogger(__name__)
-ASPECT_TOLERANCE = 0.01        # relative difference of W/H below which two sizes count as one aspect ratio
 DETECTORS = ("none", "canny")
 
 
@@ -50,12 +50,6 @@ def as_rgb(image):
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     return np.ascontiguousarray(arr[..., :3])
-
-
-def same_aspect(size_a, size_b, tolerance=ASPECT_TOLERANCE):
-    """Whether (w, h) sizes have one aspect ratio, within ``tolerance`` (relative)."""
-    (wa, ha), (wb, hb) = size_a, size_b
-    return abs(wa * hb - wb * ha) <= tolerance * wb * ha
 
 
 def fit_to_size(image, width, height, what="control image", resample=Image.LANCZOS):

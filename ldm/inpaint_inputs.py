@@ -27,9 +27,9 @@ import numpy as np
 from PIL import Image
 
 from ldm.errors import UserError
+from ldm.io.images import same_aspect
 
 AUGS = ("resize", "crop", "resizecrop", "none")
-ASPECT_TOLERANCE = 0.01        # relative difference of W/H below which two sizes count as one aspect ratio
 MASK_THRESHOLD = 0.5           # mask / 255 >= this repaints
 
 
@@ -71,12 +71,6 @@ def binarize(mask):
     if not np.isfinite(values).all():
         raise UserError("the mask holds NaN or infinite values")
     return (values >= MASK_THRESHOLD).astype(np.float32)
-
-
-def same_aspect(size_a, size_b):
-    """Whether two (width, height) sizes have one aspect ratio, within ASPECT_TOLERANCE."""
-    (wa, ha), (wb, hb) = size_a, size_b
-    return abs(wa * hb - wb * ha) <= ASPECT_TOLERANCE * wb * ha
 
 
 def _resize(array, size):

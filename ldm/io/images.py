@@ -8,6 +8,14 @@ from ldm.errors import UserError
 from ldm.io.atomic import atomic_path
 
 SIZE_MULTIPLE = 8   # SD's VAE downsamples by 8: W and H must be multiples of this
+ASPECT_TOLERANCE = 0.01        # relative difference of W/H below which two sizes count as one aspect ratio
+
+
+def same_aspect(size_a, size_b, tolerance=ASPECT_TOLERANCE):
+    """Whether (w, h) sizes have one aspect ratio, within ``tolerance`` (relative): the rule by which a
+    control image or mask of another size is resized (same aspect) or refused (another aspect)."""
+    (wa, ha), (wb, hb) = size_a, size_b
+    return abs(wa * hb - wb * ha) <= tolerance * wb * ha
 
 
 def check_image_size(width, height, multiple=SIZE_MULTIPLE):
