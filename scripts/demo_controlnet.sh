@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-output/demo_controlnet}
 BASE_CKPT=${BASE_CKPT:-models/tiny_shapes_base.ckpt}
-STEPS=${STEPS:-600}
+STEPS=${STEPS:-1000}
 NUM_TRAIN=${NUM_TRAIN:-2000}
 SCALE=${SCALE:-4}
 TOLERANCE=${TOLERANCE:-4}

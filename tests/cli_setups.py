@@ -839,3 +839,62 @@ def cn_other_base(folder):
     unet = part_params(load_config(os.path.join(REPO, "configs", "tiny-v2.yaml")), "unet_config")
     save_controlnet(ControlNetModel(**controlnet_params_from_unet(unet, 3, (16, 32, 32))),
                     os.path.join(folder, "other_base.ckpt"))
+
+
+# ------------------------------------------------------------------ train_controlnet.py (tests/test_controlnet_train_cli.py)
+def cn_train_ok(folder, count=3):
+    """data/: MindONE's prompt.json layout (target/ images, source/ canny edges) of ``count`` shapes at 32 px."""
+    import random
+    sys.path.insert(0, REPO)
+    from datasets.synthetic_control import draw_specs, write_split
+    write_split(os.path.join(folder, "data"), draw_specs(random.Random(0), count, 32), 32)
+    return os.path.join(folder, "data")
+
+
+def cn_train_control_missing(folder):
+    os.remove(os.path.join(cn_train_ok(folder), "source", "00001.png"))
+
+
+def cn_train_control_aspect(folder):
+    from PIL import Image
+    Image.new("RGB", (48, 32), (0, 0, 0)).save(os.path.join(cn_train_ok(folder), "source", "00001.png"))
+
+
+def cn_train_control_corrupt(folder):
+    _write(os.path.join(cn_train_ok(folder), "source", "00001.png"), b"not a png\n")
+
+
+def cn_train_image_corrupt(folder):
+    _write(os.path.join(cn_train_ok(folder), "target", "00001.png"), b"not a png\n")
+
+
+def cn_train_no_controls(folder):
+    """data/: an image and its caption file, no control images (a text-to-image folder)."""
+    _png(os.path.join(folder, "data", "a.png"))
+    _write(os.path.join(folder, "data", "a.txt"), b"a red square\n")
+
+
+def cn_train_jsonl_no_control(folder):
+    _png(os.path.join(folder, "data", "a.png"))
+    _write(os.path.join(folder, "data", "metadata.jsonl"), b'{"file_name": "a.png", "text": "a red square"}\n')
+
+
+def cn_train_prompt_bad_json(folder):
+    _write(os.path.join(cn_train_ok(folder), "prompt.json"), b'{"source": "source/00000.png", not json\n')
+
+
+def cn_train_prompt_no_source(folder):
+    _write(os.path.join(cn_train_ok(folder), "prompt.json"), b'{"target": "target/00000.png", "prompt": "a"}\n')
+
+
+def cn_train_openpose_no_match(folder):
+    """MindONE's openpose layout whose captions name an image_id no target/ image has."""
+    _png(os.path.join(folder, "data", "target", "0.png"))
+    _png(os.path.join(folder, "data", "source", "0.png"))
+    _write(os.path.join(folder, "data", "prompt.json"), b'[{"image_id": 99, "caption": "a person"}]')
+
+
+def cn_train_other_base(folder):
+    """cn_train_ok plus other_base.ckpt: a ControlNet made for configs/tiny-v2.yaml, not for the demo model."""
+    cn_train_ok(folder)
+    cn_other_base(folder)

@@ -195,3 +195,22 @@ def test_flags_are_documented():
     with open(os.path.join(REPO, "docs", "controlnet.md"), encoding="utf-8") as f:
         page = f.read()
     assert all(f"`--{name}`" in page for name in CN_OPTIONS)
+
+
+# every flag of MindONE's train_cldm.py (read at mindspore-lab/mindone 00985c17, examples/stable_diffusion_v2)
+MINDONE_FLAGS = ("train_config", "mode", "use_parallel", "use_recompute", "replace_small_images", "enable_modelarts",
+                 "num_workers", "json_data_path", "data_path", "output_path", "resume", "profile", "model_config",
+                 "custom_text_encoder", "pretrained_model_path", "use_lora", "lora_ft_unet", "lora_ft_text_encoder",
+                 "lora_rank", "lora_fp16", "optim", "betas", "weight_decay", "seed", "warmup_steps",
+                 "train_batch_size", "callback_size", "start_learning_rate", "end_learning_rate", "decay_steps",
+                 "scheduler", "epochs", "init_loss_scale", "loss_scale_factor", "scale_window",
+                 "gradient_accumulation_steps", "use_ema", "drop_overflow_update", "clip_grad", "max_grad_norm",
+                 "ckpt_save_interval", "step_mode", "random_crop", "filter_small_size", "image_size",
+                 "image_filter_size", "log_level", "controlnet_mode")
+
+
+def test_every_mindone_flag_is_accepted():
+    from ldm.train.controlnet import build_parser
+    text = build_parser().format_help()
+    missing = [f for f in MINDONE_FLAGS if f"--{f} " not in text and f"--{f}\n" not in text and f"--{f}," not in text]
+    assert not missing, missing

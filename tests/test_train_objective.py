@@ -186,7 +186,12 @@ def test_shipped_recipes_parse():
             "train_config_dreambooth_vanilla_v2.yaml"} <= set(db_names)
     for name in db_names:
         dreambooth.read_recipe(os.path.join(folder, name))
-    recipes = {name: read_recipe(os.path.join(folder, name)) for name in names if name not in ti_names + db_names}
+    from ldm.train import controlnet
+    cn_names = [n for n in names if "controlnet" in n]              # train_controlnet.py's recipes
+    for name in cn_names:
+        controlnet.read_recipe(os.path.join(folder, name))
+    recipes = {name: read_recipe(os.path.join(folder, name)) for name in names
+               if name not in ti_names + db_names + cn_names}
     assert {"train_config_vanilla_v2_vpred.yaml", "train_config_vanilla_v2.yaml", "train_config_lora_v2_vpred.yaml",
             "train_config_tiny_vpred.yaml"} <= set(recipes)
     # MindONE's own v-pred recipe (shipped unchanged) gets "v" from its model config, as in MindONE

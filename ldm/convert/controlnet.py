@@ -208,7 +208,7 @@ def load_controlnet(path, base_config, params=None):
         raise UserError(f"ControlNet {path}: unsupported architecture ({exc})") from exc
     load_params_into(net, state, strict=True, unexpected=unexpected, source=path)
     net.set_train(False)
-    net.source_path, net.source_layout = path, layout
+    net.source_path, net.source_layout, net.source_params = path, layout, dict(params)
     return net
 
 

@@ -36,7 +36,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ldm.data.dataset import ImageCaptionDataset, image_info, replace_skipped, sample_rng, to_rgb
+from ldm.data.sources import _is_image
 from ldm.errors import UserError
+from ldm.io.images import same_aspect
 from ldm.io.text import read_utf8
 
 _log = logging.getLogger("ldm.data")
@@ -45,8 +47,6 @@ PROMPT_JSON = "prompt.json"
 JSONL_NAME = "metadata.jsonl"
 CONTROL_COLUMNS = ("conditioning_image", "conditioning_image_file_name", "control_file_name", "control_image")
 CONTROL_FOLDERS = ("controls", "conditioning_images")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-ASPECT_TOLERANCE = 0.01
 
 
 @dataclass
@@ -117,7 +117,7 @@ def _by_stem(folder):
     if not os.path.isdir(folder):
         return {}
     return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in sorted(os.listdir(folder))
-            if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")}
+            if _is_image(n)}
 
 
 def _read_openpose(folder, path, text):
@@ -185,7 +185,7 @@ def _read_image_folders(folder, caption_extension):
     for root, dirs, files in os.walk(control_root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+            if _is_image(name):
                 rel = os.path.relpath(os.path.join(root, name), control_root)
                 controls[os.path.splitext(rel)[0]] = os.path.join(root, name)
     records = []
@@ -193,7 +193,7 @@ def _read_image_folders(folder, caption_extension):
     for root, dirs, files in os.walk(images_root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
+            if not _is_image(name):
                 continue
             path = os.path.join(root, name)
             stem = os.path.splitext(os.path.relpath(path, images_root))[0]
@@ -234,11 +234,6 @@ def read_control_folder(folder, options, caption_extension=".txt", caption_colum
                   options.detector, layout)
         records = [ControlRecord(r.path, r.text) for r in records]
     return records, layout
-
-
-def same_aspect(size_a, size_b, tolerance=ASPECT_TOLERANCE):
-    (wa, ha), (wb, hb) = size_a, size_b
-    return abs(wa * hb - wb * ha) <= tolerance * wb * ha
 
 
 def check_records(records, min_size):

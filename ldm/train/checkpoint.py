@@ -28,6 +28,10 @@ MODEL_CONFIG_NAME = "model_config.yaml"
 META_KEYS = ("global_step", "epoch", "seed", "world_size")
 
 
+def _suffix(lora, suffix):
+    return ("_lora" if lora else "") if suffix is None else suffix
+
+
 def resume_file(output_path):
     """Where a run in ``output_path`` keeps its resume file (known before the folder is created)."""
     return os.path.join(output_path, CKPT_DIR, RESUME_NAME)
@@ -45,8 +49,10 @@ class CheckpointManager:
     def resume_path(self):
         return os.path.join(self.folder, RESUME_NAME)
 
-    def model_path(self, tag, lora=False):
-        return os.path.join(self.folder, f"sd-{tag}{'_lora' if lora else ''}.ckpt")
+    def model_path(self, tag, lora=False, suffix=None):
+        """``sd-{tag}{suffix}.ckpt``; suffix "_lora" with ``lora``, else "" unless a mode gives its own
+        ("_controlnet": ldm.train.controlnet)."""
+        return os.path.join(self.folder, f"sd-{tag}{_suffix(lora, suffix)}.ckpt")
 
     def save_model(self, params, tag, lora=False, append_dict=None):
         path = atomic_save(params, self.model_path(tag, lora), append_dict=append_dict)
@@ -58,10 +64,10 @@ class CheckpointManager:
         which text_to_image.py picks up when given one of these checkpoints and no --config."""
         return write_yaml(config, os.path.join(self.folder, MODEL_CONFIG_NAME))
 
-    def _prune(self, lora):
+    def _prune(self, lora=False, suffix=None):
         if self.max_keep <= 0:
             return
-        pattern = re.compile(r"sd-(\d+)" + ("_lora" if lora else "") + r"\.ckpt$")
+        pattern = re.compile(r"sd-(\d+)" + re.escape(_suffix(lora, suffix)) + r"\.ckpt$")
         found = []
         for path in glob.glob(os.path.join(self.folder, "sd-*.ckpt")):
             m = pattern.search(os.path.basename(path))

@@ -134,8 +134,9 @@ def validate(cfg):
         if cfg.canny_low > cfg.canny_high:
             raise UserError(f"canny_low {cfg.canny_low:g} is above canny_high {cfg.canny_high:g}")
         check_number("canny_sigma", cfg.canny_sigma, 0.0, 100.0)
+    if cfg.model_config and os.path.isfile(cfg.model_config):
+        check_objective_is_the_base(cfg)        # before base.validate's objective checks: the reason is the base
     base.validate(cfg)
-    check_objective_is_the_base(cfg)
     check_hint_encoder(cfg)
     if cfg.validation_steps and cfg.validation_prompts:
         validation_control_maps(cfg)            # read (and checked) now; again at the first validation

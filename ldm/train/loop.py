@@ -257,8 +257,7 @@ class TrainRun:
             if self.world > 1 else None
         encode_text = self.encodes_text()
         self.every_size = self.compile_every_size()
-        self.objective = DiffusionObjective(self.model, self.prediction_type, encode_text,
-                                            getattr(cfg, "loss_type", "l2"))
+        self.objective = self.build_objective(encode_text)
         # an inpainting UNet also takes [mask, masked-image latents] (ldm.train.inpaint); None for any other
         self.inpaint = inpaint_conditioning(self.model, cfg)
         self.cache = None
@@ -367,6 +366,10 @@ class TrainRun:
 
     def select_trainable(self):
         return select_trainable(self.cfg, self.model)
+
+    def build_objective(self, encode_text):
+        """The loss the compiled step differentiates (hook: ldm.train.controlnet calls the UNet with its ControlNet)."""
+        return DiffusionObjective(self.model, self.prediction_type, encode_text, getattr(self.cfg, "loss_type", "l2"))
 
     def encodes_text(self):
         """Whether the text encoder runs inside the differentiated step (something in it trains)."""

@@ -78,8 +78,9 @@ class DiffusionObjective(nn.Cell):
     uses it for the loss by timestep bin.
 
     ``cond``: the text context (N, 77, D) when the text encoder is frozen, else token ids (N, 77)
-    that are encoded here so the text encoder (or its LoRA) gets gradients. ``concat`` (inpainting models,
-    ldm.train.inpaint): (N, 1 + C, h, w) appended to x_t's channels, the UNet input [x_t, mask, masked latents].
+    that are encoded here so the text encoder (or its LoRA) gets gradients. ``extra``: the step's extra input, read
+    by :meth:`denoise` (inpainting models, ldm.train.inpaint: (N, 1 + C, h, w) appended to x_t's channels, the UNet
+    input [x_t, mask, masked latents]; ControlNet training, ldm.train.controlnet, replaces :meth:`denoise`).
     """
 
     def __init__(self, model, prediction_type, encode_text=False, loss_type="l2"):
@@ -91,16 +92,20 @@ class DiffusionObjective(nn.Cell):
             raise ValueError(f"unknown loss_type {loss_type!r}; use one of {', '.join(LOSS_TYPES)}")
         self.loss_type = loss_type
 
-    def construct(self, latents, cond, t, noise, input_noise, abar, huber_c, weight, concat=None):
+    def construct(self, latents, cond, t, noise, input_noise, abar, huber_c, weight, extra=None):
         x_t = add_noise_at(latents, input_noise, abar)
         target = get_target(self.prediction_type, latents, noise, abar)
         context = self.model.get_learned_conditioning(cond) if self.encode_text else cond
-        if concat is not None:
-            x_t = ops.cat((x_t, concat), 1)
-        out = self.model.apply_model(x_t, t, context)
+        out = self.denoise(x_t, t, context, extra)
         loss = elementwise_loss(self.loss_type, out.astype(ms.float32) - target, huber_c)
         per_sample = loss.mean(axis=(1, 2, 3)) * weight
         return per_sample.mean(), ops.stop_gradient(per_sample)
+
+    def denoise(self, x_t, t, context, extra=None):
+        """The model output (eps or v) at x_t; ``extra`` (an inpainting model's) joins x_t's channels."""
+        if extra is not None:
+            x_t = ops.cat((x_t, extra), 1)
+        return self.model.apply_model(x_t, t, context)
 
 
 class TimestepTerms(typing.NamedTuple):
