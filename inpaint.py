@@ -154,16 +154,6 @@ def check_mode(config, legacy_blend):
     return mode
 
 
-def check_resume_inputs(output_path, extra):
-    """--resume into a folder whose images were made from another image, mask, strength or aug: one line."""
-    from ldm.io.manifest import Manifest
-    for rec in Manifest(output_path).read().values():
-        for key, value in extra.items():
-            if key in rec and rec[key] != value:
-                raise UserError(f"--resume: image {rec['index']} in {rec.get('file')} was made with {key}="
-                                f"{rec[key]!r}, this run has {value!r}; use another --output_path or drop --resume")
-
-
 def settings_from_args(args):
     """(RunSettings, InpaintInputs, output folder, notes) with every check that needs no model done: paths,
     numbers, sampler plan, prompt files, image and mask (read and fitted), the config against --legacy_blend,
@@ -205,8 +195,6 @@ def settings_from_args(args):
         strength=args.strength, checkpoint=ckpt, config=config, n_rows=args.n_rows, record_extra=extra)
     check_run(settings, output_path, resume=args.resume, spec=resolve_spec(config), geometry=geometry)
     check_strength(args.strength, args.sample_steps)
-    if args.resume:
-        check_resume_inputs(output_path, extra)
     notes = list(inputs.notes)
     if args.num_samples % args.batch_size:
         notes.append((logging.INFO, f"--num_samples {args.num_samples} in batches of {args.batch_size}: "

@@ -178,10 +178,11 @@ def load_init_latents(path, n_samples, shape):
 
 
 def _identity(settings, batch, j):
-    """The fields --resume compares (check_same_run): what makes image j of ``batch`` this picture."""
+    """The fields --resume compares (check_same_run): what makes image j of ``batch`` this picture (with the
+    CLI's own inputs in ``record_extra``: inpainting's image and mask, ControlNet's control images)."""
     return dict(index=batch.indices[j], prompt=batch.prompts[j], negative_prompt=batch.negatives[j],
                 seed=batch.seeds[j], sampler=settings.sampler, steps=settings.steps, scale=settings.scale,
-                width=settings.width, height=settings.height)
+                width=settings.width, height=settings.height, **settings.record_extra)
 
 
 def image_record(settings, batch, j, file, run_start, sampler, guidance_rescale):

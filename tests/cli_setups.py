@@ -898,3 +898,14 @@ def cn_train_other_base(folder):
     """cn_train_ok plus other_base.ckpt: a ControlNet made for configs/tiny-v2.yaml, not for the demo model."""
     cn_train_ok(folder)
     cn_other_base(folder)
+
+
+def cn_other_control_run(folder):
+    """An output folder (out/run) whose image 0 was made from another control image, for --resume."""
+    import json
+    cn_files(folder)
+    os.makedirs(os.path.join(folder, "out", "run", "samples"))
+    _inp_png(os.path.join(folder, "out", "run", "samples", "00000.png"), 32, 32)
+    rec = dict(index=0, file="samples/00000.png", run_start=0, control_images=[os.path.join(folder, "other.png")])
+    with open(os.path.join(folder, "out", "run", "manifest.jsonl"), "w", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")

@@ -75,6 +75,8 @@ CASES = [
     case("unknown sampler", ["--sampler", "fancy"], "unknown sampler 'fancy'"),
     case("n_samples 0", ["--n_samples", "0"], "--n_samples must be in [1, inf]"),
     case("output is a file", ["--output_path", "{tmp}/photo.png", "--task_name", ""], "exists and is not a folder"),
+    dict(case("resume with another control image", ["--resume"], "was made with control_images=",
+              setup="cn_other_control_run"), absent=[]),
 ]
 
 

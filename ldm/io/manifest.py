@@ -92,9 +92,13 @@ def _refuse_constant(name):
 
 
 def check_same_run(record, expected):
-    """Refuse to resume into a folder whose image ``index`` was made from other settings."""
-    for key in ("prompt", "negative_prompt", "seed", "sampler", "steps", "scale", "width", "height"):
-        if key in record and key in expected and record[key] != expected[key]:
+    """Refuse to resume into a folder whose image ``index`` was made from other settings: every field of
+    ``expected`` (prompt, seed, sampler, size, and a CLI's own inputs such as inpainting's image and mask or
+    ControlNet's control images) that the record also holds must be equal (compared as JSON writes them)."""
+    for key in expected:
+        if key == "index":
+            continue
+        if key in record and json.dumps(record[key], sort_keys=True) != json.dumps(expected[key], sort_keys=True):
             raise UserError(f"--resume: image {record['index']} in {record.get('file')} was made with "
                             f"{key}={record[key]!r}, this run has {expected[key]!r}; "
                             "use another --output_path or drop --resume")
